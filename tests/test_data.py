@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from vgtune.data import DataConfig, DataError, load, train_batches
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    a, b = load(DataConfig(split_seed=3)), load(DataConfig(split_seed=3))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    n = len(a.x_train) + len(a.x_val) + len(a.x_test)
+    assert n == 1797 and a.input_shape == (1, 8, 8) and a.num_classes == 10
+    c = load(DataConfig(split_seed=4))
+    assert not torch.equal(a.y_train, c.y_train)
+
+
+def test_normalization_uses_training_split_only():
+    d = load(DataConfig())
+    assert abs(d.x_train.mean().item()) < 1e-5
+    assert abs(d.x_train.std().item() - 1.0) < 0.05
+    assert abs(d.x_test.mean().item()) > 1e-4  # test statistics were not used
+
+
+def test_batches_slice_a_seeded_permutation():
+    x, y = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
+    first = list(train_batches(x, y, 3, torch.Generator().manual_seed(0)))
+    again = list(train_batches(x, y, 3, torch.Generator().manual_seed(0)))
+    assert len(first) == 3 and all(len(b[0]) == 3 for b in first)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    seen = torch.cat([b[1] for b in first])
+    assert len(set(seen.tolist())) == 9
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid: digits, synthetic, mnist"):
+        load(DataConfig(name="imagenet"))
+
+
+def test_missing_root_names_the_root_and_the_fix(tmp_path):
+    with pytest.raises(DataError, match=rf"no usable files under {tmp_path}.*download: true"):
+        load(DataConfig(name="mnist", root=str(tmp_path)))
+    with pytest.raises(DataError, match="needs a data root"):
+        load(DataConfig(name="cifar10"))
+
+
+def test_imagefolder_loads_and_resizes(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            colour = (i * 20, 50, 100 if cls == "cat" else 200)
+            Image.new("RGB", (20, 14), color=colour).save(tmp_path / cls / f"{i}.png")
+    d = load(DataConfig(name="imagefolder", root=str(tmp_path), image_size=12))
+    assert d.input_shape == (3, 12, 12) and d.num_classes == 2
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 20
+
+
+def test_synthetic_is_seeded():
+    cfg = DataConfig(name="synthetic", synthetic_size=200)
+    a, b = load(cfg), load(DataConfig(**vars(cfg)))
+    assert torch.equal(a.x_train, b.x_train) and a.num_classes == 10

@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vgtune.gradflow import GradFlowProbe, Thresholds, attenuation, diagnose
+from vgtune.models import ModelConfig, build_model, init_weights
+
+
+def _reference_grad_norms(model, x, y):
+    outs, h = [], x
+    for block in model.blocks:
+        h = block(h)
+        outs.append(h)
+    loss = F.cross_entropy(model.head(h.flatten(1)), y)
+    return [g.norm().item() for g in torch.autograd.grad(loss, outs)]
+
+
+@pytest.mark.parametrize("residual", ["none", "standard"])
+def test_probe_matches_autograd_reference(residual):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(depth=4, width=6, activation="tanh", residual=residual))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    reference = _reference_grad_norms(model, x, y)
+    probe = GradFlowProbe(model, "tanh")
+    with probe.capture():
+        F.cross_entropy(model(x), y).backward()
+    series = probe.read()
+    assert series["grad_norm"] == pytest.approx(reference, rel=1e-5)
+    w_ref = [torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item() for b in model.blocks]
+    assert series["weight_grad_norm"] == pytest.approx(w_ref, rel=1e-5)
+
+
+def test_no_hooks_outside_capture():
+    model = build_model(ModelConfig(depth=3, width=4))
+    probe = GradFlowProbe(model, "relu")
+    with probe.capture():
+        assert all(len(b._forward_hooks) == 1 for b in model.blocks)
+    assert all(len(b._forward_hooks) == 0 and len(b.act._forward_hooks) == 0 for b in model.blocks)
+
+
+def test_update_ratio_is_relative_step_size():
+    model = build_model(ModelConfig(depth=2, width=4))
+    probe = GradFlowProbe(model, "relu")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with probe.capture():
+        F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.zeros(8, dtype=torch.long)).backward()
+    before = [torch.cat([p.detach().flatten().clone() for p in b.parameters()]) for b in model.blocks]
+    grads = [torch.cat([p.grad.flatten() for p in b.parameters()]) for b in model.blocks]
+    probe.snapshot()
+    opt.step()
+    ratios = probe.read()["update_ratio"]
+    expected = [(0.1 * g.norm() / w.norm()).item() for g, w in zip(grads, before)]
+    assert ratios == pytest.approx(expected, rel=1e-4)
+
+
+def test_dead_units_are_counted():
+    model = build_model(ModelConfig(depth=2, width=4, activation="relu"))
+    with torch.no_grad():
+        model.blocks[1].conv.bias.fill_(-1e3)  # every unit of block 2 is negative
+    probe = GradFlowProbe(model, "relu")
+    with probe.capture():
+        F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.zeros(8, dtype=torch.long)).backward()
+    dead = probe.read()["dead_frac"]
+    assert dead[1] == 1.0 and dead[0] < 1.0
+
+
+def test_saturated_units_are_counted():
+    model = build_model(ModelConfig(depth=2, width=4, activation="sigmoid"))
+    init_weights(model, "normal")
+    with torch.no_grad():
+        model.blocks[0].conv.bias.fill_(20.0)
+    probe = GradFlowProbe(model, "sigmoid")
+    with probe.capture():
+        model(torch.randn(8, 1, 8, 8)).sum().backward()
+    sat = probe.read()["saturated_frac"]
+    assert sat[0] == 1.0 and sat[1] == 0.0
+
+
+def test_attenuation_definition():
+    assert attenuation([1e-5, 1.0]) == pytest.approx(-5.0)
+    assert attenuation([1.0, 1.0]) == 0.0
+    assert math.isnan(attenuation([math.nan, 1.0]))
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("completed", -0.3), "healthy"),
+    (("completed", -5.0), "vanishing"),
+    (("completed", 3.0), "exploding"),
+    (("completed", -5.0, 0.8), "dead"),
+    (("completed", -5.0, 0.0, 0.9), "saturated"),
+    (("diverged", 0.0), "diverged"),
+    (("completed", math.nan), "diverged"),
+])
+def test_diagnose(args, expected):
+    assert diagnose(*args) == expected
+
+
+def test_diagnose_thresholds_are_configurable():
+    assert diagnose("completed", -1.5, thresholds=Thresholds(vanishing=-1.0)) == "vanishing"

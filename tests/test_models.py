@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from vgtune.models import (
+    ACTIVATIONS,
+    INITS,
+    NORMS,
+    POOLS,
+    RESIDUALS,
+    ModelConfig,
+    build_model,
+    get_activation,
+    get_init,
+    get_norm,
+    init_weights,
+)
+
+
+@pytest.mark.parametrize("lookup,kind", [(get_activation, "activation"), (get_init, "init")])
+def test_unknown_name_lists_choices(lookup, kind):
+    with pytest.raises(ValueError, match=rf"unknown {kind} 'nope'; valid: .*relu|default"):
+        lookup("nope")
+
+
+def test_unknown_norm_lists_choices():
+    with pytest.raises(ValueError, match="unknown norm 'bn'; valid: none, batch, group, layer"):
+        get_norm("bn", 8)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
+        ModelConfig(depth=0).validate()
+    with pytest.raises(ValueError, match="unknown residual 'fixup'"):
+        ModelConfig(residual="fixup").validate()
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_every_activation_and_norm_builds_and_runs(act, norm):
+    model = build_model(ModelConfig(depth=3, width=8, activation=act, norm=norm))
+    assert model(torch.randn(4, 1, 8, 8)).shape == (4, 10)
+
+
+@pytest.mark.parametrize("name", list(INITS))
+def test_every_init_gives_finite_weights(name):
+    model = build_model(ModelConfig(depth=3, width=8, activation="tanh"))
+    init_weights(model, name, sample=torch.randn(32, 1, 8, 8))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_delta_orthogonal_is_orthogonal_at_centre():
+    model = build_model(ModelConfig(depth=2, width=8, activation="tanh"))
+    init_weights(model, "delta_orthogonal")
+    w = model.blocks[1].conv.weight
+    centre = w[:, :, 1, 1]
+    gain = torch.nn.init.calculate_gain("tanh")
+    torch.testing.assert_close(centre @ centre.T, gain**2 * torch.eye(8), atol=1e-5, rtol=1e-5)
+    assert w[:, :, 0, 0].abs().sum() == 0
+
+
+def test_lsuv_gives_unit_variance_outputs():
+    model = build_model(ModelConfig(depth=4, width=8, activation="relu"))
+    x = torch.randn(64, 1, 8, 8)
+    init_weights(model, "lsuv", sample=x)
+    outs = []
+    hook = model.blocks[3].conv.register_forward_hook(lambda m, i, o: outs.append(o))
+    model(x)
+    hook.remove()
+    assert abs(outs[0].std().item() - 1.0) < 0.1
+
+
+@pytest.mark.parametrize("residual", list(RESIDUALS))
+def test_residual_schemes(residual):
+    model = build_model(ModelConfig(depth=3, width=8, residual=residual))
+    skips = [b.skip for b in model.blocks]
+    assert skips == [False, residual != "none", residual != "none"]  # block 1 changes channels
+    if residual == "rezero":
+        assert model.blocks[1].alpha.requires_grad and model.blocks[1].alpha.item() == 0.0
+
+
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_pooling_shrinks_the_map(pool):
+    model = build_model(ModelConfig(depth=6, width=8, pool=pool, pool_stages=2))
+    side = 8 if pool == "none" else 2
+    assert model.head.in_features == 8 * side * side
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)

@@ -1,0 +1,173 @@
+"""Gradient-flow probes: per-block gradient, activation and update statistics.
+
+A `GradFlowProbe` installs hooks only inside `capture()`, so between probes
+training runs with no hooks firing and no host-device syncs. Inside one probed
+step it records, for every block l with output h_l:
+
+    grad_norm         ||dL/dh_l||            gradient w.r.t. the block's output
+    weight_grad_norm  ||dL/dW_l||            over the block's parameters
+    update_ratio      ||dW_l|| / ||W_l||     of the optimizer step (healthy ~1e-3)
+    act_mean, act_std of h_l                 signal propagation (Brock et al. 2021)
+    dead_frac         ReLU family: share of units never positive over the batch
+    saturated_frac    sigmoid/tanh: share of activations with f'(z) / max f' < eps
+
+and the attenuation log10(||dL/dh_1|| / ||dL/dh_L||): ~0 healthy, -5 means the
+first block receives 10^5 x less gradient than the last (vanishing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from vgtune.models import RELU_FAMILY
+
+SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
+          "dead_frac", "saturated_frac")
+DIAGNOSES = ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged")
+_TINY = 1e-38  # floor for norms inside log10, so a zero gradient reads as -38, not -inf
+
+
+def attenuation(grad_norms: list[float]) -> float:
+    """log10(||dL/dh_1|| / ||dL/dh_L||) from per-block gradient norms."""
+    first, last = grad_norms[0], grad_norms[-1]
+    if not (math.isfinite(first) and math.isfinite(last)):
+        return math.nan
+    return math.log10(max(first, _TINY) / max(last, _TINY))
+
+
+@dataclass
+class Thresholds:
+    """When `diagnose` calls a trial unhealthy. Checked in the order of the fields."""
+
+    exploding: float = 2.0  # attenuation >= this: the first block gets 100x the last's gradient
+    dead: float = 0.5  # mean dead-unit fraction over blocks >= this
+    saturated: float = 0.5  # mean saturated fraction over blocks >= this
+    vanishing: float = -2.0  # attenuation <= this: the first block gets 1/100 of the last's
+    saturation_eps: float = 0.05  # f'(z) below this share of its maximum counts as saturated
+
+
+def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,
+             saturated_frac: float = 0.0, thresholds: Thresholds | None = None) -> str:
+    """Name the gradient pathology of a trial: one of DIAGNOSES.
+
+    `diverged` wins; then exploding, dead and saturated (the specific causes),
+    then vanishing; otherwise healthy. A non-finite attenuation means diverged.
+    """
+    t = thresholds or Thresholds()
+    if status == "diverged" or not math.isfinite(attenuation_value):
+        return "diverged"
+    if attenuation_value >= t.exploding:
+        return "exploding"
+    if dead_frac >= t.dead:
+        return "dead"
+    if saturated_frac >= t.saturated:
+        return "saturated"
+    if attenuation_value <= t.vanishing:
+        return "vanishing"
+    return "healthy"
+
+
+class GradFlowProbe:
+    """Per-block statistics of one training step; hooks exist only inside `capture()`."""
+
+    def __init__(self, model: nn.Module, activation: str, saturation_eps: float = 0.05):
+        self.blocks: nn.ModuleList = model.blocks
+        self.activation = activation
+        self.saturation_eps = saturation_eps
+        self._grads: list[torch.Tensor | None] = []  # ||dL/dh_l|| per block
+        self._moments: list[torch.Tensor | None] = []  # (mean, std) of h_l
+        self._units: list[torch.Tensor | None] = []  # (dead, saturated) fractions
+        self._snapshot: list[torch.Tensor] | None = None
+
+    # -- capture one forward/backward --------------------------------------------
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        """Hooks on for the forward and backward pass run inside this block."""
+        n = len(self.blocks)
+        self._grads, self._moments, self._units = [None] * n, [None] * n, [None] * n
+        handles = []
+        for i, block in enumerate(self.blocks):
+            handles.append(block.register_forward_hook(self._output_hook(i)))
+            handles.append(block.act.register_forward_hook(self._act_hook(i)))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _output_hook(self, i: int):
+        def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
+            if out.requires_grad:
+                out.register_hook(lambda g: self._grads.__setitem__(i, g.detach().float().norm()))
+            h = out.detach().float()
+            self._moments[i] = torch.stack([h.mean(), h.std()])
+        return hook
+
+    def _act_hook(self, i: int):
+        def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
+            self._units[i] = self._unit_stats(out.detach().float())
+        return hook
+
+    def _unit_stats(self, a: torch.Tensor) -> torch.Tensor:
+        """(dead_frac, saturated_frac) of post-activation values a (B, C, H, W).
+
+        A unit is one (channel, position); 0 where the notion does not apply.
+        """
+        zero = a.new_zeros(())
+        dead = (~(a > 0).any(dim=0)).float().mean() if self.activation in RELU_FAMILY else zero
+        if self.activation == "sigmoid":
+            sat = ((a * (1 - a) / 0.25) < self.saturation_eps).float().mean()
+        elif self.activation == "tanh":
+            sat = ((1 - a * a) < self.saturation_eps).float().mean()
+        else:
+            sat = zero
+        return torch.stack([dead, sat])
+
+    # -- around the optimizer step ---------------------------------------------
+    def snapshot(self) -> None:
+        """Copy block weights before `optimizer.step()` to measure the update."""
+        self._snapshot = [torch.cat([p.detach().flatten().float() for p in b.parameters()])
+                          for b in self.blocks]
+
+    def read(self) -> dict[str, list[float]]:
+        """The per-block series of the captured step (one host sync for all of them)."""
+        rows = []
+        for i, block in enumerate(self.blocks):
+            params = list(block.parameters())
+            device = self._moments[i].device
+            nan = torch.tensor(math.nan, device=device)
+            grads = [p.grad.detach().float().flatten() for p in params if p.grad is not None]
+            wgrad = torch.cat(grads).norm() if grads else nan
+            ratio = nan
+            if self._snapshot is not None:
+                old = self._snapshot[i]
+                now = torch.cat([p.detach().flatten().float() for p in params])
+                ratio = (now - old).norm() / old.norm().clamp_min(_TINY)
+            grad = self._grads[i] if self._grads[i] is not None else nan
+            rows.append(torch.stack([grad, wgrad, ratio, *self._moments[i], *self._units[i]]))
+        values = torch.stack(rows).cpu().tolist()  # (L, len(SERIES))
+        self._snapshot = None
+        return {name: [row[k] for row in values] for k, name in enumerate(SERIES)}
+
+
+def summarize(series: dict[str, list[float]]) -> dict[str, float]:
+    """Scalars of one probe: attenuation and the mean dead / saturated fractions."""
+    return {
+        "grad_attenuation": attenuation(series["grad_norm"]),
+        "dead_frac": sum(series["dead_frac"]) / len(series["dead_frac"]),
+        "saturated_frac": sum(series["saturated_frac"]) / len(series["saturated_frac"]),
+        "grad_norm_first": series["grad_norm"][0],
+        "grad_norm_last": series["grad_norm"][-1],
+    }
+
+
+def mean_series(records: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Element-wise mean of several probes' series (norms averaged before the log)."""
+    return {name: [sum(vals) / len(vals) for vals in zip(*(r[name] for r in records))]
+            for name in SERIES}

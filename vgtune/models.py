@@ -1,0 +1,276 @@
+"""CNN builder from names: activation / init / norm / residual / pooling.
+
+The network is a stack of `depth` conv blocks followed by a linear classifier
+on the flattened feature map (spatial layout matters for small digits). Block 1
+maps the input channels to `width`; blocks 2..depth are width -> width and are
+the ones that can carry a skip connection. Every block's
+output h_l is what `vgtune.gradflow` probes.
+
+    x (B, C_in, H, W) -> block_1 -> ... -> block_L -> flatten -> linear -> logits
+
+Name lookups follow timm's `create_act` / `create_norm`: one table per kind,
+one `get_*` function that raises ValueError listing the valid names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+# Activations whose units can die (never positive) and those that saturate.
+RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "silu"})
+SATURATING = frozenset({"tanh", "sigmoid"})
+
+# Gain name understood by torch.nn.init for each activation (SELU uses LeCun
+# init, i.e. 'linear', as Klambauer et al. 2017 prescribe; smooth ReLUs use 'relu').
+_GAIN_NAME = {
+    "relu": "relu", "leaky_relu": "leaky_relu", "elu": "relu", "selu": "linear",
+    "gelu": "relu", "silu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
+    "identity": "linear",
+}
+
+
+def _group_norm(channels: int) -> nn.Module:
+    groups = math.gcd(channels, 8)
+    return nn.GroupNorm(groups, channels)
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "none": lambda c: nn.Identity(),
+    "batch": nn.BatchNorm2d,
+    "group": _group_norm,
+    "layer": lambda c: nn.GroupNorm(1, c),  # LayerNorm over (C, H, W)
+}
+
+# Residual schemes: None = no skip; otherwise the initial value of the branch
+# scale alpha in h = x + alpha * f(x), and whether alpha is learned.
+RESIDUALS: dict[str, tuple[float, bool] | None] = {
+    "none": None,
+    "standard": (1.0, False),  # He et al. 2016
+    "rezero": (0.0, True),  # ReZero / SkipInit: learnable alpha starting at 0
+}
+
+POOLS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "max": nn.MaxPool2d,
+    "avg": nn.AvgPool2d,
+}
+
+
+def _lookup(table: dict, kind: str, name: str):
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
+    return table[name]
+
+
+def get_activation(name: str | Callable[[], nn.Module]) -> nn.Module:
+    """Activation module by name; a callable is called as is."""
+    if callable(name):
+        return name()
+    return _lookup(ACTIVATIONS, "activation", name)()
+
+
+def get_norm(name: str, channels: int) -> nn.Module:
+    """Normalization layer by name for `channels` channels."""
+    return _lookup(NORMS, "norm", name)(channels)
+
+
+def gain_name(activation: str) -> str:
+    """The torch.nn.init nonlinearity name that matches `activation`."""
+    return _GAIN_NAME[activation]
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 4  # number of conv blocks (L)
+    width: int = 16  # channels of every block
+    kernel_size: int = 3  # odd conv kernel; 'same' padding
+    activation: str = "relu"  # key of ACTIVATIONS
+    norm: str = "none"  # key of NORMS
+    residual: str = "none"  # key of RESIDUALS
+    pool: str = "none"  # key of POOLS, applied between stages
+    pool_stages: int = 2  # number of 2x2 pooling layers spread over the depth
+    dropout: float = 0.0  # dropout probability after each activation
+    in_channels: int = 1  # channels of the input images
+    image_size: int = 8  # input height == width
+    num_classes: int = 10  # classifier outputs
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and the allowed values."""
+        _lookup(ACTIVATIONS, "activation", self.activation)
+        _lookup(NORMS, "norm", self.norm)
+        _lookup(RESIDUALS, "residual", self.residual)
+        _lookup(POOLS, "pool", self.pool)
+        for field, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("in_channels", 1),
+                           ("image_size", 1), ("num_classes", 2), ("pool_stages", 0)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+
+class Block(nn.Module):
+    """conv -> norm -> act -> dropout, optional skip h = x + alpha * f(x), optional pool."""
+
+    def __init__(self, cin: int, cout: int, cfg: ModelConfig, pool: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, cfg.kernel_size, padding=cfg.kernel_size // 2,
+                              bias=cfg.norm == "none")
+        self.norm = get_norm(cfg.norm, cout)
+        self.act = get_activation(cfg.activation)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        scheme = RESIDUALS[cfg.residual] if cin == cout else None
+        self.skip = scheme is not None
+        if scheme is not None:
+            init, learned = scheme
+            alpha = torch.tensor(float(init))
+            if learned:
+                self.alpha = nn.Parameter(alpha)
+            else:
+                self.register_buffer("alpha", alpha)
+        pool_cls = POOLS[cfg.pool]
+        self.pool = pool_cls(2) if (pool and pool_cls is not None) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.drop(self.act(self.norm(self.conv(x))))
+        if self.skip:
+            out = x + self.alpha * out
+        return self.pool(out)
+
+
+def _pool_positions(cfg: ModelConfig) -> set[int]:
+    """Blocks (0-based) after which to pool: evenly spread, never below 1x1."""
+    if cfg.pool == "none":
+        return set()
+    stages = min(cfg.pool_stages, int(math.log2(cfg.image_size)), cfg.depth)
+    return {round(cfg.depth * (i + 1) / (stages + 1)) - 1 for i in range(stages)}
+
+
+class CNN(nn.Module):
+    """`depth` blocks then a linear classifier on the flattened feature map."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        pools = _pool_positions(cfg)
+        chans = [cfg.in_channels] + [cfg.width] * cfg.depth
+        self.blocks = nn.ModuleList(
+            Block(chans[i], chans[i + 1], cfg, i in pools) for i in range(cfg.depth)
+        )
+        side = cfg.image_size // 2 ** len(pools)  # H' = W' after the pooling stages
+        self.head = nn.Linear(cfg.width * side * side, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:  # (B, C, H, W) -> (B, width, H', W')
+            x = block(x)
+        return self.head(x.flatten(1))  # (B, width * H' * W') -> (B, num_classes)
+
+
+def build_model(cfg: ModelConfig) -> CNN:
+    """A CNN with PyTorch's default initialization (see `init_weights`)."""
+    return CNN(cfg)
+
+
+# ---------------------------------------------------------------- initialization
+
+def _delta_orthogonal_(w: torch.Tensor, gain: float) -> None:
+    """Xiao et al. 2018: zero kernel except an orthogonal matrix at the centre tap."""
+    out_c, in_c, kh, kw = w.shape
+    with torch.no_grad():
+        w.zero_()
+        centre = torch.empty(out_c, in_c)
+        nn.init.orthogonal_(centre, gain=gain)
+        w[:, :, kh // 2, kw // 2] = centre
+
+
+def _kaiming(fn: Callable) -> Callable[[torch.Tensor, str], None]:
+    return lambda w, act: fn(w, mode="fan_in", nonlinearity=gain_name(act))
+
+
+INITS: dict[str, Callable[[torch.Tensor, str], None] | None] = {
+    "default": None,  # PyTorch's own (kaiming_uniform with a=sqrt(5))
+    "normal": lambda w, act: nn.init.normal_(w, 0.0, 0.01),  # naive small init
+    "xavier_uniform": lambda w, act: nn.init.xavier_uniform_(w, nn.init.calculate_gain(gain_name(act))),
+    "xavier_normal": lambda w, act: nn.init.xavier_normal_(w, nn.init.calculate_gain(gain_name(act))),
+    "kaiming_uniform": _kaiming(nn.init.kaiming_uniform_),
+    "kaiming_normal": _kaiming(nn.init.kaiming_normal_),
+    "orthogonal": lambda w, act: nn.init.orthogonal_(w, nn.init.calculate_gain(gain_name(act))),
+    "delta_orthogonal": lambda w, act: _delta_orthogonal_(w, nn.init.calculate_gain(gain_name(act))),
+    "lsuv": lambda w, act: nn.init.orthogonal_(w),  # then rescaled on data by lsuv_()
+}
+
+
+def get_init(name: str) -> Callable[[torch.Tensor, str], None] | None:
+    """Weight initializer by name (None = keep PyTorch's default)."""
+    return _lookup(INITS, "init", name)
+
+
+@torch.no_grad()
+def init_weights(model: CNN, name: str, sample: torch.Tensor | None = None) -> None:
+    """Initialize every block's conv weights with the named scheme; biases to 0.
+
+    `lsuv` (Mishkin & Matas 2016) also needs `sample`, a batch of inputs, to
+    rescale each layer until its output has unit variance.
+    """
+    fn = get_init(name)
+    if fn is None:
+        return
+    act = model.config.activation
+    for block in model.blocks:
+        fn(block.conv.weight, act)
+        if block.conv.bias is not None:
+            block.conv.bias.zero_()
+    if name == "lsuv":
+        if sample is None:
+            raise ValueError("init 'lsuv' needs a data sample to calibrate on")
+        lsuv_(model, sample)
+
+
+@torch.no_grad()
+def lsuv_(model: CNN, sample: torch.Tensor, tol: float = 0.05, max_iter: int = 10) -> None:
+    """Layer-sequential unit variance: scale each conv until its output std is 1.
+
+    Walks the blocks once, feeding each the calibrated output of the previous one.
+    """
+    was_training = model.training
+    model.eval()
+    h = sample
+    for block in model.blocks:
+        for _ in range(max_iter):
+            std = block.conv(h).std().item()
+            if not math.isfinite(std) or std == 0 or abs(std - 1.0) < tol:
+                break
+            block.conv.weight.div_(std)
+        h = block(h)
+    model.train(was_training)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "ACTIVATIONS", "NORMS", "RESIDUALS", "POOLS", "INITS", "RELU_FAMILY", "SATURATING",
+    "ModelConfig", "CNN", "Block", "build_model", "init_weights", "lsuv_",
+    "get_activation", "get_norm", "get_init", "count_parameters",
+]

@@ -1,0 +1,356 @@
+"""One trial as plain PyTorch: data -> model -> training loop -> metrics.
+
+    result = train(TrainConfig(depth=20, activation="sigmoid"))
+    result.summary["grad_attenuation_init"]   # about -11: vanishing
+
+No Ray and no MLflow below this module. `on_epoch` receives an `EpochReport`
+after every epoch (metrics plus a lazy checkpoint), which is how `vgtune.trial`
+talks to Ray Tune; `resume` continues from such a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vgtune import data as data_mod
+from vgtune.gradflow import GradFlowProbe, Thresholds, diagnose, mean_series, summarize
+from vgtune.models import CNN, ModelConfig, build_model, init_weights
+
+OPTIMIZERS = ("sgd", "adam")
+STATUSES = ("completed", "diverged", "stopped", "error")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    depth: int = 4  # conv blocks
+    width: int = 16  # channels per block
+    kernel_size: int = 3  # conv kernel side
+    activation: str = "relu"  # see vgtune.models.ACTIVATIONS
+    init: str = "default"  # see vgtune.models.INITS
+    norm: str = "none"  # see vgtune.models.NORMS
+    residual: str = "none"  # see vgtune.models.RESIDUALS
+    pool: str = "none"  # pooling between stages: none | max | avg
+    dropout: float = 0.0  # dropout after every activation
+    # optimization
+    optimizer: str = "sgd"  # sgd (with momentum) | adam
+    lr: float = 0.05  # learning rate
+    momentum: float = 0.9  # sgd momentum
+    weight_decay: float = 0.0  # L2 penalty (coupled, as in torch.optim)
+    epochs: int = 6  # passes over the training split
+    batch_size: int = 64  # examples per step
+    seed: int = 0  # weights, batch order and dropout; equal seeds repeat bit for bit on CPU
+    # data
+    dataset: str = "digits"  # see vgtune.data.DATASETS
+    data_root: str | None = None  # where torchvision / imagefolder data lives
+    download: bool = False  # allow torchvision to download into data_root
+    image_size: int = 32  # imagefolder resize side
+    limit: int | None = None  # cap on training examples
+    split_seed: int = 0  # train/val/test split seed, shared by all trials
+    # probes and safety
+    probes: bool = True  # gradient-flow probes (off only to measure their cost)
+    probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
+    init_probe_batches: int = 2  # batches averaged for grad_attenuation_init
+    diverge_loss: float = 1e4  # a loss above this (or non-finite) ends the trial as diverged
+    # hardware
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    channels_last: bool = True  # NHWC memory format on CUDA
+    bf16: bool = False  # bfloat16 autocast on CUDA
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; an unknown key raises ValueError listing the valid keys."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def data_config(self) -> data_mod.DataConfig:
+        return data_mod.DataConfig(name=self.dataset, root=self.data_root, download=self.download,
+                                   image_size=self.image_size, limit=self.limit, split_seed=self.split_seed)
+
+    def model_config(self, input_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10) -> ModelConfig:
+        return ModelConfig(depth=self.depth, width=self.width, kernel_size=self.kernel_size,
+                           activation=self.activation, norm=self.norm, residual=self.residual,
+                           pool=self.pool, dropout=self.dropout, in_channels=input_shape[0],
+                           image_size=input_shape[1], num_classes=num_classes)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad option and the allowed values."""
+        from vgtune.models import get_init
+
+        self.model_config().validate()
+        get_init(self.init)
+        data_mod.get_loader(self.dataset)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for name in ("lr",):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("probe_every", 0),
+                          ("init_probe_batches", 1), ("threads", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class EpochReport:
+    """What `on_epoch` gets after each epoch."""
+
+    metrics: dict[str, float]  # epoch, train_loss, train_acc, val_acc, test_acc, grad_attenuation, ...
+    layers: dict[str, list[float]] | None  # per-block series of the epoch's last probe
+    state: Callable[[], dict[str, Any]]  # builds a checkpoint for `train(..., resume=...)`
+
+
+@dataclass
+class TrialResult:
+    config: dict[str, Any]  # the TrainConfig as a dict
+    status: str = "completed"  # one of STATUSES
+    diagnosis: str = "healthy"  # one of vgtune.gradflow.DIAGNOSES
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    layers: list[dict[str, Any]] = field(default_factory=list)  # probes: step, epoch, per-block series
+    summary: dict[str, Any] = field(default_factory=dict)  # the DESIGN.md result columns
+    error: str | None = None  # why the trial ended early, if it did
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+@dataclass
+class _Setup:
+    cfg: TrainConfig
+    device: torch.device
+    data: data_mod.TensorData
+    model: CNN
+    optimizer: torch.optim.Optimizer
+    probe: GradFlowProbe
+    generator: torch.Generator  # batch order (CPU generator, permutation moved to device)
+
+    def autocast(self):
+        if self.cfg.bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def setup(cfg: TrainConfig) -> _Setup:
+    """Data on the device, a seeded and initialized model, its optimizer and probe."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    data = data_mod.load(cfg.data_config()).to(device, memory_format=fmt)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model_config(data.input_shape, data.num_classes))
+    model.to(device=device, memory_format=fmt)
+    init_weights(model, cfg.init, sample=data.x_train[:256])
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return _Setup(cfg, device, data, model, opt, GradFlowProbe(model, cfg.activation), gen)
+
+
+def _loss(s: _Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with s.autocast():
+        logits = s.model(x)
+    return F.cross_entropy(logits.float(), y), logits
+
+
+def measure_init(s: _Setup, batches: int) -> list[dict[str, list[float]]]:
+    """Gradient-flow probes of `batches` batches before any update (weights untouched)."""
+    records = []
+    gen = torch.Generator().manual_seed(s.cfg.seed + 1)
+    stream = data_mod.train_batches(s.data.x_train, s.data.y_train, s.cfg.batch_size, gen)
+    for _, (x, y) in zip(range(batches), stream):
+        with s.probe.capture():
+            loss, _ = _loss(s, x, y)
+            loss.backward()
+        records.append(s.probe.read())
+        s.model.zero_grad(set_to_none=True)
+    return records
+
+
+@torch.no_grad()
+def evaluate(s: _Setup, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    s.model.eval()
+    correct = torch.zeros((), device=s.device)
+    for xb, yb in data_mod.eval_batches(x, y, batch_size):
+        with s.autocast():
+            correct += (s.model(xb).argmax(dim=1) == yb).sum()
+    s.model.train()
+    return correct.item() / max(1, x.shape[0])
+
+
+def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "model": copy.deepcopy(s.model.state_dict()),
+        "optimizer": copy.deepcopy(s.optimizer.state_dict()),
+        "generator": s.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "result": result.to_dict(),
+    }
+
+
+def _restore(s: _Setup, state: dict[str, Any]) -> tuple[TrialResult, int]:
+    s.model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return TrialResult(**state["result"]), state["epoch"]
+
+
+def _finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
+    last = result.history[-1] if result.history else {}
+    final_probe = result.layers[-1]["series"] if result.layers else None
+    final = summarize(final_probe) if final_probe else {}
+    att_final = final.get("grad_attenuation", math.nan)
+    if final and result.status != "diverged" and not math.isfinite(att_final):
+        result.status = "diverged"  # a non-finite gradient is a runaway one
+        result.error = result.error or "non-finite gradient"
+    if final or result.status == "diverged":
+        result.diagnosis = diagnose(result.status, att_final, final.get("dead_frac", 0.0),
+                                    final.get("saturated_frac", 0.0), thresholds)
+    result.summary.update({
+        "test_acc": last.get("test_acc", math.nan),
+        "val_acc": last.get("val_acc", math.nan),
+        "train_loss": last.get("train_loss", math.nan),
+        "grad_attenuation_final": att_final,
+        "dead_frac": final.get("dead_frac", math.nan),
+        "saturated_frac": final.get("saturated_frac", math.nan),
+        "epochs_run": len(result.history),
+        "status": result.status,
+        "diagnosis": result.diagnosis,
+    })
+    return result
+
+
+def _record_init(result: TrialResult, records: list[dict[str, list[float]]]) -> None:
+    series = mean_series(records)
+    series["update_ratio"] = [math.nan] * len(series["update_ratio"])  # no update yet
+    result.layers.insert(0, {"step": 0, "epoch": 0, "series": series})
+    result.summary["grad_attenuation_init"] = summarize(series)["grad_attenuation"]
+
+
+def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
+          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None) -> TrialResult:
+    """Train one configuration; never raises for a diverging run (status 'diverged').
+
+    `on_epoch` may return True to stop the trial early (status 'stopped').
+    """
+    thresholds = thresholds or Thresholds()
+    s = setup(cfg)
+    s.probe.saturation_eps = thresholds.saturation_eps
+    # grad_attenuation_init averages init_probe_batches batches before the first
+    # update: init_probe_batches - 1 extra ones and the first training step itself.
+    init_records: list[dict[str, list[float]]] | None = None
+    if resume is not None:
+        result, start = _restore(s, resume)
+    else:
+        result, start = TrialResult(config=cfg.to_dict()), 0
+        if cfg.probes:
+            init_records = measure_init(s, cfg.init_probe_batches - 1)
+    x, y = s.data.x_train, s.data.y_train
+    steps = max(1, x.shape[0] // cfg.batch_size)
+    probe_every = cfg.probe_every or steps
+    seconds = result.summary.get("train_seconds", 0.0)
+    for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=s.device)
+        correct = torch.zeros((), device=s.device)
+        last_series = None
+        for i, (xb, yb) in enumerate(data_mod.train_batches(x, y, cfg.batch_size, s.generator)):
+            step = (epoch - 1) * steps + i + 1
+            probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
+            with s.probe.capture() if probing else contextlib.nullcontext():
+                loss, logits = _loss(s, xb, yb)
+                s.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            if probing:
+                s.probe.snapshot()
+            s.optimizer.step()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
+            if probing:
+                series = s.probe.read()
+                if init_records is not None:
+                    _record_init(result, init_records + [series])
+                    init_records = None
+                if step % probe_every == 0:
+                    last_series = series
+                    result.layers.append({"step": step, "epoch": epoch, "series": series})
+                if not math.isfinite(loss.item()) or loss.item() > cfg.diverge_loss:
+                    break
+        train_loss = loss_sum.item() / steps
+        seconds += time.perf_counter() - t0
+        diverged = not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / (steps * cfg.batch_size),
+               "val_acc": evaluate(s, s.data.x_val, s.data.y_val),
+               "test_acc": evaluate(s, s.data.x_test, s.data.y_test),
+               "train_seconds": seconds}
+        if last_series is not None:
+            row.update(summarize(last_series))
+        result.history.append(row)
+        result.summary["train_seconds"] = seconds
+        if diverged:
+            result.status = "diverged"
+            result.error = f"training loss {train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
+        report = EpochReport(metrics=row, layers=last_series,
+                             state=lambda e=epoch: _state(s, result, e))
+        stop = on_epoch(report) if on_epoch is not None else None
+        if diverged:
+            break
+        if stop:
+            result.status = "stopped"
+            break
+    return _finish(result, thresholds)
+
+
+def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """Gradient flow at initialization only: no update is made."""
+    s = setup(cfg)
+    series = mean_series(measure_init(s, cfg.init_probe_batches))
+    summary = summarize(series)
+    summary["diagnosis"] = diagnose("completed", summary["grad_attenuation"], summary["dead_frac"],
+                                    summary["saturated_frac"], thresholds)
+    return {"config": cfg.to_dict(), "summary": summary, "series": series}
+
+
+__all__ = ["TrainConfig", "TrialResult", "EpochReport", "train", "probe", "setup", "evaluate",
+           "measure_init", "OPTIMIZERS", "STATUSES"]
