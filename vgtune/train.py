@@ -121,8 +121,11 @@ class TrainConfig:
 class EpochReport:
     """What `on_epoch` gets after each epoch."""
 
-    metrics: dict[str, float]  # epoch, train_loss, train_acc, val_acc, test_acc, grad_attenuation, ...
+    metrics: dict[str, Any]  # epoch, train_loss, ..., grad_attenuation, diagnosis, status
     layers: dict[str, list[float]] | None  # per-block series of the epoch's last probe
+    summary: dict[str, Any]  # the trial's summary so far (grad_attenuation_init, train_seconds)
+    final: bool  # no epoch follows this one (last epoch, or diverged)
+    init_layers: dict[str, list[float]] | None  # per-block series at initialization (first epoch only)
     state: Callable[[], dict[str, Any]]  # builds a checkpoint for `train(..., resume=...)`
 
 
@@ -290,6 +293,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     steps = max(1, x.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
     seconds = result.summary.get("train_seconds", 0.0)
+    latest: dict[str, float] = {}  # summary of the most recent probe
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=s.device)
@@ -325,14 +329,21 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
                "test_acc": evaluate(s, s.data.x_test, s.data.y_test),
                "train_seconds": seconds}
         if last_series is not None:
-            row.update(summarize(last_series))
+            latest = summarize(last_series)
+        row.update(latest)
+        status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
+        row["status"] = status
+        if latest:
+            row["diagnosis"] = diagnose(status, latest["grad_attenuation"], latest["dead_frac"],
+                                        latest["saturated_frac"], thresholds)
         result.history.append(row)
         result.summary["train_seconds"] = seconds
         if diverged:
             result.status = "diverged"
             result.error = f"training loss {train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
-        report = EpochReport(metrics=row, layers=last_series,
-                             state=lambda e=epoch: _state(s, result, e))
+        init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
+        report = EpochReport(metrics=row, layers=last_series, summary=result.summary, final=status != "running",
+                             init_layers=init_layers, state=lambda e=epoch: _state(s, result, e))
         stop = on_epoch(report) if on_epoch is not None else None
         if diverged:
             break

@@ -1,0 +1,140 @@
+"""`vgtune sweep | probe | report`: the command line.
+
+Bad input ends with one line `vgtune: error: ...` and exit status 2, before Ray
+starts and before any MLflow run is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from vgtune.spec import SpecError
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a sweep spec through Ray Tune, tracked in MLflow")
+    p.add_argument("spec", help="sweep spec, e.g. sweeps/default.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. --set fixed.epochs=2 --set parameters.depth=[4,8]")
+    p.add_argument("--resume", action="store_true", help="continue the newest unfinished run of this spec")
+    p.add_argument("--address", help="Ray cluster address (default: local Ray sized to this machine)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                          "sqlite:///mlflow.db)")
+    p.add_argument("--storage", default="runs", help="Tune results and checkpoints (default: runs)")
+    p.add_argument("--out", default="reports", help="report root folder (default: reports)")
+    p.add_argument("--num-cpus", type=int, help="local Ray only: CPUs to use (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial count and a few configs, run nothing")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune output level")
+
+
+def _add_probe(sub) -> None:
+    p = sub.add_parser("probe", help="gradient flow at initialization for every config of a spec (no training)")
+    p.add_argument("spec")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default="reports", help="writes OUT/<name>/probe.csv (default: reports)")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="rank the mitigations of a sweep from its MLflow runs")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment (= the spec's name)")
+    p.add_argument("--last", action="store_true", help="the experiment of the most recent sweep")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                                          "sqlite:///mlflow.db)")
+    p.add_argument("--out", default="reports", help="writes OUT/<experiment>/ (default: reports)")
+    p.add_argument("--sweep", help="only the runs of this sweep folder (default: all of the experiment)")
+
+
+def _dry_run(spec) -> int:
+    print(f"{spec.name}: {len(spec.trials)} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    for t in spec.trials[:5]:
+        print("  " + ", ".join(f"{k}={t[k]}" for k in (spec.factors or ["depth", "activation"])))
+    if len(spec.trials) > 5:
+        print(f"  ... and {len(spec.trials) - 5} more")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from vgtune import spec as spec_mod
+
+    spec = spec_mod.load(args.spec, args.overrides)
+    if args.dry_run:
+        return _dry_run(spec)
+    from vgtune.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
+                           out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
+    outcome = run_sweep(spec, options)
+    counts: dict[str, int] = {}
+    for t in outcome.trials:
+        counts[t["last"].get("status", "error")] = counts.get(t["last"].get("status", "error"), 0) + 1
+    print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s")
+    print(f"Tune results:  {outcome.path}")
+    print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r}; browse with `make ui`)")
+    if not args.no_report:
+        from vgtune import report
+
+        folder = report.build(outcome.experiment, outcome.tracking_uri, Path(args.out), show=True)
+        print(f"Report:        {folder / 'report.html'}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    import pandas as pd
+
+    from vgtune import spec as spec_mod
+    from vgtune.train import TrainConfig, probe
+
+    spec = spec_mod.load(args.spec, args.overrides)
+    spec_mod.check_data(spec)
+    t0, rows = time.perf_counter(), []
+    for t in spec.trials:
+        summary = probe(TrainConfig.from_dict(t | {"device": "auto"}), spec.thresholds)["summary"]
+        rows.append({k: t[k] for k in spec.factors or ["depth"]} | summary)
+    df = pd.DataFrame(rows).sort_values("grad_attenuation")
+    out = Path(args.out) / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "probe.csv", index=False)
+    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.precision", 3):
+        print(df.to_string(index=False, max_rows=60))
+    print(f"\n{len(rows)} configurations probed at initialization in {time.perf_counter() - t0:.1f}s "
+          f"-> {out / 'probe.csv'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from vgtune import report
+    from vgtune.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    if not args.experiment and not args.last:
+        raise SpecError("report: name an EXPERIMENT or pass --last")
+    name = args.experiment or report.last_experiment(uri)
+    folder = report.build(name, uri, Path(args.out), show=True, sweep=args.sweep)
+    print(f"Report: {folder / 'report.html'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vgtune", description="Sweeps that show why deep CNNs stop training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_sweep(sub)
+    _add_probe(sub)
+    _add_report(sub)
+    args = parser.parse_args(argv)
+    handler = {"sweep": cmd_sweep, "probe": cmd_probe, "report": cmd_report}[args.command]
+    try:
+        return handler(args)
+    except SpecError as exc:
+        print(f"vgtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vgtune: interrupted; state is saved, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

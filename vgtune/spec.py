@@ -1,0 +1,334 @@
+"""Sweep specs (`sweeps/*.yaml`): parse, validate, expand into trial configurations.
+
+Every error is a `SpecError` with one line that names the key path and the
+allowed values, raised before Ray starts or any MLflow run exists.
+
+    name: default                 # MLflow experiment name
+    dataset: digits               # or {name: cifar10, root: ~/data, download: true}
+    parameters:                   # a list is a grid axis (full factorial across axes)
+      depth: [4, 12, 24]
+      lr: {loguniform: [0.001, 0.1]}   # a distribution, sampled `samples` times
+    configs: [{depth: 4, norm: batch}]  # explicit configurations besides the grid
+    fixed: {epochs: 6}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from vgtune.gradflow import Thresholds
+from vgtune.train import TrainConfig
+
+TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "configs", "samples", "seed", "fixed",
+            "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
+DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
+                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed"}
+METRICS = ("val_acc", "test_acc", "train_acc", "train_loss", "grad_attenuation")
+MODES = ("max", "min")
+SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Set per trial by the spec's dataset / resources sections, not by parameters.
+RESERVED = tuple(DATASET_KEYS.values()) + ("threads", "device")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message names the key path."""
+
+
+@dataclass
+class Resources:
+    cpu: float = 1.0  # CPUs per trial (torch threads = max(1, int(cpu)))
+    gpu: float = 0.0  # GPUs per trial; fractional shares one GPU between trials
+
+
+@dataclass
+class StopRule:
+    gradient_collapse: bool = True  # stop trials whose first-block gradient collapsed
+    attenuation_floor: float = -6.0  # attenuation at or below this counts as collapsed
+    patience: int = 2  # consecutive collapsed epochs before stopping
+
+
+@dataclass
+class SweepSpec:
+    name: str  # MLflow experiment name and run-folder prefix
+    trials: list[dict[str, Any]]  # complete TrainConfig dicts, one per trial
+    metric: str = "val_acc"  # what schedulers optimize
+    mode: str = "max"  # max | min
+    resources: Resources = field(default_factory=Resources)  # per trial
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})  # fifo | asha + options
+    stop: StopRule = field(default_factory=StopRule)  # gradient-collapse stopper
+    max_failures: int = 2  # retries of a crashed trial, each from its last checkpoint
+    checkpoint_every: int = 1  # epochs between trial checkpoints
+    thresholds: Thresholds = field(default_factory=Thresholds)  # diagnosis thresholds
+    raw: dict[str, Any] = field(default_factory=dict)  # the spec as parsed, after --set
+
+    @property
+    def factors(self) -> list[str]:
+        """Training options that differ between trials."""
+        return [k for k in TRAIN_KEYS if len({repr(t[k]) for t in self.trials}) > 1]
+
+
+# ------------------------------------------------------------------ reading
+
+def load(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read, override (`key.path=value`), validate and expand a spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping of keys ({', '.join(TOP_KEYS)}), got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return parse(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`fixed.epochs=2` or `parameters.depth=[4,8]`: the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item!r}: expected key.path=value, e.g. fixed.epochs=2")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise SpecError(f"--set {key}: cannot read value {text!r} as YAML") from None
+    parts = key.split(".")
+    if parts[0] not in TOP_KEYS:
+        raise SpecError(f"--set {key}: unknown key {parts[0]!r}; valid: {', '.join(TOP_KEYS)}")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None or isinstance(child, str) and part == "dataset":
+            child = {"name": child} if isinstance(child, str) else {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+# ------------------------------------------------------------------ validation
+
+def _mapping(raw: dict, key: str, default: Any = None) -> dict:
+    value = raw.get(key, default if default is not None else {})
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_keys(where: str, given: dict, allowed: tuple[str, ...] | list[str]) -> None:
+    unknown = [k for k in given if k not in allowed]
+    if unknown:
+        raise SpecError(f"{where}{unknown[0]}: unknown key; valid: {', '.join(allowed)}")
+
+
+def _number(where: str, value: Any, low: float, integer: bool = False, strict: bool = False) -> Any:
+    kind = int if integer else (int, float)
+    bad = isinstance(value, bool) or not isinstance(value, kind) or value < low or (strict and value == low)
+    if bad:
+        word = "an integer" if integer else "a number"
+        raise SpecError(f"{where}: must be {word} {'>' if strict else '>='} {low}, got {value!r}")
+    return value
+
+
+def _dataset(raw: dict) -> dict[str, Any]:
+    value = raw.get("dataset", "digits")
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise SpecError(f"dataset: expected a name or a mapping with 'name', got {value!r}")
+    _check_keys("dataset.", value, tuple(DATASET_KEYS))
+    return {DATASET_KEYS[k]: v for k, v in value.items()}
+
+
+def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
+    try:
+        cfg = TrainConfig(**values)
+        cfg.validate()
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    return cfg
+
+
+def _check_training_keys(where: str, values: dict) -> None:
+    allowed = [k for k in TRAIN_KEYS if k not in RESERVED]
+    for key in values:
+        if key in RESERVED:
+            raise SpecError(f"{where}{key}: set by the spec's dataset/resources sections, not here")
+    _check_keys(where, values, allowed)
+
+
+def _axis(key: str, value: Any) -> list | dict:
+    where = f"parameters.{key}"
+    if isinstance(value, list):
+        if not value:
+            raise SpecError(f"{where}: empty list; give at least one value")
+        return value
+    if isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
+            raise SpecError(f"{where}: a distribution is one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {value!r}")
+        (kind, args), = value.items()
+        if kind == "choice":
+            if not isinstance(args, list) or not args:
+                raise SpecError(f"{where}.choice: expected a non-empty list, got {args!r}")
+        elif not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
+                  and args[0] < args[1]):
+            raise SpecError(f"{where}.{kind}: expected [low, high] with low < high, got {args!r}")
+        elif kind == "loguniform" and args[0] <= 0:
+            raise SpecError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+        return value
+    return [value]  # a scalar is a one-value axis
+
+
+def _sample(dist: dict, rng: np.random.Generator) -> Any:
+    (kind, args), = dist.items()
+    if kind == "loguniform":
+        return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
+    if kind == "uniform":
+        return float(rng.uniform(args[0], args[1]))
+    if kind == "randint":
+        return int(rng.integers(args[0], args[1]))
+    return args[int(rng.integers(len(args)))]
+
+
+def _resources(raw: dict) -> Resources:
+    given = _mapping(raw, "resources")
+    _check_keys("resources.", given, ("cpu", "gpu"))
+    res = Resources(**given)
+    _number("resources.cpu", res.cpu, 0, strict=True)
+    _number("resources.gpu", res.gpu, 0)
+    if res.gpu > 1 and res.gpu != int(res.gpu):
+        raise SpecError(f"resources.gpu: fractions are allowed below 1 only, got {res.gpu}")
+    return res
+
+
+def _scheduler(raw: dict) -> dict[str, Any]:
+    sched = dict(_mapping(raw, "scheduler", {"type": "fifo"}))
+    kind = sched.setdefault("type", "fifo")
+    if kind not in SCHEDULERS:
+        raise SpecError(f"scheduler.type: unknown scheduler {kind!r}; valid: {', '.join(SCHEDULERS)}")
+    _check_keys("scheduler.", sched, ("type",) + SCHEDULERS[kind])
+    for key in SCHEDULERS[kind]:
+        if key in sched:
+            _number(f"scheduler.{key}", sched[key], 1, integer=True)
+    return sched
+
+
+def _stop(raw: dict) -> StopRule:
+    given = _mapping(raw, "stop")
+    _check_keys("stop.", given, STOP_KEYS)
+    rule = StopRule(**given)
+    if not isinstance(rule.gradient_collapse, bool):
+        raise SpecError(f"stop.gradient_collapse: must be true or false, got {rule.gradient_collapse!r}")
+    _number("stop.patience", rule.patience, 1, integer=True)
+    if not isinstance(rule.attenuation_floor, (int, float)) or rule.attenuation_floor >= 0:
+        raise SpecError(f"stop.attenuation_floor: must be a negative number, got {rule.attenuation_floor!r}")
+    return rule
+
+
+def _thresholds(raw: dict) -> Thresholds:
+    given = _mapping(raw, "thresholds")
+    names = [f.name for f in dataclasses.fields(Thresholds)]
+    _check_keys("thresholds.", given, names)
+    for key, value in given.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise SpecError(f"thresholds.{key}: must be a number, got {value!r}")
+    return Thresholds(**given)
+
+
+def parse(raw: dict[str, Any]) -> SweepSpec:
+    """Validate a parsed spec and expand it into trial configurations."""
+    raw = copy.deepcopy(raw)
+    _check_keys("", raw, TOP_KEYS)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SpecError(f"name: must be a non-empty string without '/', got {name!r}")
+    metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
+    if metric not in METRICS:
+        raise SpecError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if mode not in MODES:
+        raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+    resources = _resources(raw)
+    base = _dataset(raw) | {"threads": max(1, int(resources.cpu)),
+                            "device": "cuda" if resources.gpu > 0 else "cpu"}
+    fixed = _mapping(raw, "fixed")
+    _check_training_keys("fixed.", fixed)
+    parameters = _mapping(raw, "parameters")
+    _check_training_keys("parameters.", parameters)
+    axes = {k: _axis(k, v) for k, v in parameters.items()}
+    explicit = raw.get("configs") or []
+    if not isinstance(explicit, list) or not all(isinstance(c, dict) for c in explicit):
+        raise SpecError(f"configs: expected a list of mappings, got {explicit!r}")
+    for i, c in enumerate(explicit):
+        _check_training_keys(f"configs[{i}].", c)
+    samples = _number("samples", raw.get("samples", 1), 1, integer=True)
+    seed = _number("seed", raw.get("seed", 0), 0, integer=True)
+    fixed_only = not axes and not explicit  # then one trial of the fixed configuration
+
+    # Each grid value alone, so an error points at parameters.KEY[i].
+    _train_config("fixed", base | fixed)
+    for key, axis in axes.items():
+        for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):
+            _train_config(f"parameters.{key}[{i}]", base | fixed | {key: value})
+
+    grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
+    dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
+    rng = np.random.default_rng(seed)
+    trials: list[dict[str, Any]] = []
+    if axes or fixed_only:
+        for _ in range(samples):
+            for point in itertools.product(*(axes[k] for k in grid_keys)):
+                values = base | fixed | dict(zip(grid_keys, point)) | {k: _sample(axes[k], rng) for k in dist_keys}
+                trials.append(_train_config("parameters", values).to_dict())
+    for i, c in enumerate(explicit):
+        trials.append(_train_config(f"configs[{i}]", base | fixed | c).to_dict())
+
+    max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
+    checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
+    return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
+                     scheduler=_scheduler(raw), stop=_stop(raw), max_failures=max_failures,
+                     checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw)
+
+
+def check_resources(spec: SweepSpec, available: dict[str, float]) -> None:
+    """A trial must fit on one node of what Ray reports (`ray.cluster_resources()`)."""
+    cpus, gpus = available.get("CPU", os.cpu_count() or 1), available.get("GPU", 0)
+    if spec.resources.cpu > cpus:
+        raise SpecError(f"resources.cpu: {spec.resources.cpu} per trial, but only {cpus:g} CPUs are available")
+    if spec.resources.gpu > gpus:
+        raise SpecError(f"resources.gpu: {spec.resources.gpu} per trial, but {gpus:g} GPUs are available")
+
+
+def check_data(spec: SweepSpec) -> None:
+    """Load every distinct dataset once on the driver, so a missing root fails now."""
+    from vgtune import data as data_mod
+
+    seen = set()
+    for t in spec.trials:
+        cfg = TrainConfig.from_dict(t).data_config()
+        key = tuple(vars(cfg).values())
+        if key not in seen:
+            seen.add(key)
+            try:
+                data_mod.load(cfg)
+            except ValueError as exc:
+                raise SpecError(f"dataset: {exc}") from None

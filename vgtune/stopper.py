@@ -1,0 +1,40 @@
+"""A Ray Tune stopper for trials whose gradient cannot flow back any more.
+
+When the first block's gradient has collapsed (attenuation at or below a floor)
+for `patience` consecutive probes, more epochs will not revive it: plain deep
+sigmoid stacks sit at 10^-16 from the first epoch to the last. Stopping them
+frees their worker for trials that can learn. The reason is kept per trial so
+the tracker can record why a trial ended early.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray import tune
+
+
+class GradientCollapseStopper(tune.Stopper):
+    def __init__(self, floor: float = -6.0, patience: int = 2):
+        if floor >= 0:
+            raise ValueError(f"floor must be negative (a log10 attenuation), got {floor}")
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.floor = floor  # attenuation at or below which a probe counts as collapsed
+        self.patience = patience  # consecutive collapsed probes that stop a trial
+        self.streak: dict[str, int] = {}  # trial id -> collapsed probes in a row
+        self.reasons: dict[str, str] = {}  # trial id -> why it was stopped
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        value = result.get("grad_attenuation", math.nan)
+        collapsed = isinstance(value, (int, float)) and math.isfinite(value) and value <= self.floor
+        self.streak[trial_id] = self.streak.get(trial_id, 0) + 1 if collapsed else 0
+        if self.streak[trial_id] >= self.patience and result.get("status") == "running":
+            self.reasons[trial_id] = (f"gradient collapsed: attenuation {value:.1f} <= {self.floor:g} "
+                                      f"for {self.patience} epochs")
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return False

@@ -1,0 +1,190 @@
+"""Run a sweep spec with Ray Tune: resources, scheduler, stopper, retries, resume, tracking.
+
+    outcome = run_sweep(spec.load("sweeps/default.yaml"), SweepOptions())
+
+Trials are `vgtune.trial.run_trial` with actor reuse (per-trial start-up was
+the dominant cost of small trials). Results and checkpoints go under
+`storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
+with `Tuner.restore`, running only what is unfinished.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vgtune.spec import SpecError, SweepSpec, check_data, check_resources
+from vgtune.tracking import check_uri, resolve_uri
+
+
+@dataclass
+class SweepOptions:
+    address: str | None = None  # Ray cluster address (ray://host:10001 or host:6379); None = local Ray
+    tracking_uri: str | None = None  # MLflow store; None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    storage: str = "runs"  # Tune results and checkpoints; on a cluster, a path every node can reach
+    out: str = "reports"  # report folders go to OUT/<experiment>/
+    resume: bool = False  # continue the newest unfinished run folder of this spec
+    num_cpus: int | None = None  # local Ray only: CPUs to use (None = all of this machine)
+    verbose: int = 1  # Tune's console output: 0 silent, 1 status table, 2 per-result
+    report: bool = True  # build the report when the sweep ends
+
+
+@dataclass
+class SweepOutcome:
+    experiment: str  # MLflow experiment name
+    sweep_id: str  # run folder name (also the `vgtune.sweep` tag of every run)
+    path: str  # Tune experiment folder
+    tracking_uri: str
+    wall_seconds: float  # Tuner.fit() wall time
+    trials: list[dict[str, Any]] = field(default_factory=list)  # last result and status of each trial
+    parent_run_id: str | None = None
+
+
+def _check_address(address: str, timeout: float = 10.0) -> None:
+    """Fail within `timeout` if nothing listens at a Ray address."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"Ray cluster at {address} is not reachable ({exc}); start one with "
+                        "`make cluster-up` or drop --address to run locally") from None
+
+
+def _init_ray(options: SweepOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative data roots keep working
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the log; JSON kept below
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table, with factor columns
+    if options.address:
+        _check_address(options.address)
+        ray.init(address=options.address, log_to_driver=options.verbose > 1)
+    else:
+        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1)
+
+
+def _scheduler(spec: SweepSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sched = dict(spec.scheduler)
+    if sched.pop("type") == "asha":
+        max_t = sched.pop("max_t", max(t["epochs"] for t in spec.trials))
+        return ASHAScheduler(time_attr="epoch", max_t=max_t, **sched)
+    return FIFOScheduler()
+
+
+def _find_resumable(storage: Path, name: str) -> Path:
+    from ray import tune
+
+    candidates = sorted(storage.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        if tune.Tuner.can_restore(str(path.resolve())):
+            return path.resolve()
+    raise SpecError(f"--resume: no run folder of sweep {name!r} under {storage}/ to resume; "
+                    "run it without --resume first")
+
+
+def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from vgtune.stopper import GradientCollapseStopper
+    from vgtune.tracking import MLflowTracker
+    from vgtune.trial import run_trial
+
+    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
+               if spec.stop.gradient_collapse else None)
+    tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
+                            len(spec.trials), stopper)
+    reporter = tune.CLIReporter(
+        parameter_columns={f"train/{k}": k for k in spec.factors},
+        metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
+                        "diagnosis": "diagnosis"},
+        max_report_frequency=20, max_progress_rows=10)
+    extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every}
+    run_config = tune.RunConfig(
+        name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker, JsonLoggerCallback()],
+        verbose=options.verbose, progress_reporter=reporter,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig())
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
+                                  reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
+    param_space = {"train": tune.grid_search(spec.trials), **extra}
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _restore(spec: SweepSpec, path: Path):
+    from ray import tune
+
+    from vgtune.trial import run_trial
+
+    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+
+
+def prepare(spec: SweepSpec, options: SweepOptions) -> str:
+    """Every check that can fail before Ray starts or MLflow is written; returns the tracking URI."""
+    uri = resolve_uri(options.tracking_uri)
+    try:
+        check_uri(uri)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    for folder, what in ((options.storage, "--storage"), (options.out, "--out")):
+        _check_writable(Path(folder), what)
+    if not options.address:
+        check_resources(spec, {"CPU": options.num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
+    check_data(spec)
+    return uri
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_writable(path: Path, what: str) -> None:
+    existing = next((p for p in [path, *path.resolve().parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise SpecError(f"{what} {path}: not a writable folder")
+
+
+def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
+    uri = prepare(spec, options)
+    storage = Path(options.storage).resolve()
+    if options.resume:
+        path = _find_resumable(storage, spec.name)
+        sweep_id = path.name
+    else:
+        sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = storage / sweep_id
+    _init_ray(options)
+    if options.address:
+        import ray
+
+        check_resources(spec, ray.cluster_resources())
+    tuner = _restore(spec, path) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    trials = []
+    for result in grid:
+        last = dict(result.metrics or {})
+        last.pop("layers", None)
+        last.pop("layers_init", None)
+        trials.append({"config": (result.config or {}).get("train", {}), "last": last,
+                       "error": str(result.error) if result.error else None})
+    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, trials)
