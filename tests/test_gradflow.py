@@ -91,6 +91,7 @@ def test_attenuation_definition():
     (("completed", -5.0, 0.8), "dead"),
     (("completed", -5.0, 0.0, 0.9), "saturated"),
     (("diverged", 0.0), "diverged"),
+    (("completed", -0.5, 0.9, 0.9), "healthy"),  # dead units, but the gradient still flows
     (("completed", math.nan), "diverged"),
 ])
 def test_diagnose(args, expected):

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from vgtune.runs import UnknownExperiment
 from vgtune.spec import SpecError
 
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"sweep": cmd_sweep, "probe": cmd_probe, "report": cmd_report}[args.command]
     try:
         return handler(args)
-    except SpecError as exc:
+    except (SpecError, UnknownExperiment) as exc:
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -43,12 +43,12 @@ def attenuation(grad_norms: list[float]) -> float:
 
 @dataclass
 class Thresholds:
-    """When `diagnose` calls a trial unhealthy. Checked in the order of the fields."""
+    """When `diagnose` calls a trial unhealthy."""
 
     exploding: float = 2.0  # attenuation >= this: the first block gets 100x the last's gradient
-    dead: float = 0.5  # mean dead-unit fraction over blocks >= this
-    saturated: float = 0.5  # mean saturated fraction over blocks >= this
     vanishing: float = -2.0  # attenuation <= this: the first block gets 1/100 of the last's
+    dead: float = 0.5  # mean dead-unit fraction over blocks >= this names a vanishing gradient 'dead'
+    saturated: float = 0.5  # mean saturated fraction >= this names a vanishing gradient 'saturated'
     saturation_eps: float = 0.05  # f'(z) below this share of its maximum counts as saturated
 
 
@@ -56,21 +56,24 @@ def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,
              saturated_frac: float = 0.0, thresholds: Thresholds | None = None) -> str:
     """Name the gradient pathology of a trial: one of DIAGNOSES.
 
-    `diverged` wins; then exploding, dead and saturated (the specific causes),
-    then vanishing; otherwise healthy. A non-finite attenuation means diverged.
+    `diverged` wins (a non-finite attenuation counts as diverged); then
+    exploding. A vanishing gradient is called `dead` or `saturated` when that
+    share of units explains it. Dead or saturated units alone, with gradient
+    still reaching the first block (through skips, say), are healthy: the
+    fractions stay in the per-block series for whoever wants them.
     """
     t = thresholds or Thresholds()
     if status == "diverged" or not math.isfinite(attenuation_value):
         return "diverged"
     if attenuation_value >= t.exploding:
         return "exploding"
+    if attenuation_value > t.vanishing:
+        return "healthy"
     if dead_frac >= t.dead:
         return "dead"
     if saturated_frac >= t.saturated:
         return "saturated"
-    if attenuation_value <= t.vanishing:
-        return "vanishing"
-    return "healthy"
+    return "vanishing"
 
 
 class GradFlowProbe:

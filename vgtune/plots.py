@@ -11,8 +11,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Figure:
     """||dL/dh_l|| against block l, one line per epoch (epoch 0 = initialization), log scale."""
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
-    cmap = plt.get_cmap("viridis")
+    fig = Figure(figsize=(6, 3.6), dpi=90)  # not pyplot: drawn on the tracker's writer thread
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"]
     last = max((e for e, _ in probes), default=1) or 1
     for epoch, norms in probes:
         blocks = range(1, len(norms) + 1)
@@ -32,3 +33,88 @@ def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Fig
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ report figures
+
+DIAGNOSIS_COLOURS = {"healthy": "#4c9a2a", "vanishing": "#3b6fb6", "exploding": "#d1495b", "dead": "#555555",
+                     "saturated": "#edae49", "diverged": "#8e44ad"}
+
+
+def accuracy_heatmap(eff, baseline_acc) -> Figure:
+    """Test accuracy, mitigation x depth; the baseline row on top."""
+    import numpy as np
+
+    depths = sorted(eff["depth"].unique())
+    names = ["baseline"] + list(dict.fromkeys(eff["mitigation"]))
+    grid = np.full((len(names), len(depths)), np.nan)
+    for j, d in enumerate(depths):
+        grid[0, j] = baseline_acc.get(d, np.nan)
+    for _, r in eff.iterrows():
+        grid[names.index(r["mitigation"]), depths.index(r["depth"])] = r["mitigated_acc"]
+    fig, ax = plt.subplots(figsize=(2.2 + 0.9 * len(depths), 0.9 + 0.32 * len(names)), dpi=90)
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(depths)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("depth (blocks)")
+    ax.set_title("test accuracy: baseline and one change from it", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def attenuation_vs_depth(df, factors=("activation", "init", "norm")) -> Figure:
+    """Mean grad_attenuation_init (log10 units) against depth, one panel per factor."""
+    present = [f for f in factors if f in df.columns and df[f].nunique() > 0]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), dpi=90, squeeze=False)
+    for ax, f in zip(axes[0], present):
+        for value, g in df.groupby(f):
+            m = g.groupby("depth")["grad_attenuation_init"].mean()
+            ax.plot(m.index, m.values, marker="o", label=str(value))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(-2, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("depth (blocks)")
+        ax.set_ylabel("log10 ||dL/dh_1|| / ||dL/dh_L||")
+        ax.set_title(f"attenuation at init by {f}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def layer_profiles(rows) -> Figure:
+    """Final per-block gradient norms of representative trials (log scale)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=90)
+    for label, norms, diagnosis in rows:
+        blocks = range(1, len(norms) + 1)
+        ax.plot(blocks, [n if n > 0 else float("nan") for n in norms], marker="o", ms=2.5,
+                color=DIAGNOSIS_COLOURS.get(diagnosis), label=f"{label} [{diagnosis}]")
+    ax.set_yscale("log")
+    ax.set_xlabel("block l")
+    ax.set_ylabel("||dL/dh_l|| (last probe)")
+    ax.set_title("per-block gradient of representative trials", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def diagnosis_counts(df) -> Figure:
+    """Trials per diagnosis at each depth (stacked)."""
+    table = df.groupby(["depth", "diagnosis"]).size().unstack(fill_value=0)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=90)
+    bottom = None
+    for diag in [d for d in DIAGNOSIS_COLOURS if d in table.columns]:
+        vals = table[diag].values
+        ax.bar([str(d) for d in table.index], vals, bottom=bottom, label=diag, color=DIAGNOSIS_COLOURS[diag])
+        bottom = vals if bottom is None else bottom + vals
+    ax.set_xlabel("depth (blocks)")
+    ax.set_ylabel("trials")
+    ax.set_title("diagnoses by depth", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

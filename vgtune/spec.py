@@ -8,6 +8,7 @@ allowed values, raised before Ray starts or any MLflow run exists.
     parameters:                   # a list is a grid axis (full factorial across axes)
       depth: [4, 12, 24]
       lr: {loguniform: [0.001, 0.1]}   # a distribution, sampled `samples` times
+    variants: [{}, {norm: batch}]    # each applied to every grid point (one change at a time)
     configs: [{depth: 4, norm: batch}]  # explicit configurations besides the grid
     fixed: {epochs: 6}
 """
@@ -28,7 +29,7 @@ import yaml
 from vgtune.gradflow import Thresholds
 from vgtune.train import TrainConfig
 
-TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "configs", "samples", "seed", "fixed",
+TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "variants", "configs", "samples", "seed", "fixed",
             "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed"}
@@ -210,6 +211,17 @@ def _sample(dist: dict, rng: np.random.Generator) -> Any:
     return args[int(rng.integers(len(args)))]
 
 
+def _config_list(raw: dict, key: str, default: list) -> list[dict[str, Any]]:
+    items = raw.get(key)
+    if items is None:
+        return default
+    if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
+        raise SpecError(f"{key}: expected a non-empty list of mappings, got {items!r}")
+    for i, c in enumerate(items):
+        _check_training_keys(f"{key}[{i}].", c)
+    return items
+
+
 def _resources(raw: dict) -> Resources:
     given = _mapping(raw, "resources")
     _check_keys("resources.", given, ("cpu", "gpu"))
@@ -275,14 +287,10 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     parameters = _mapping(raw, "parameters")
     _check_training_keys("parameters.", parameters)
     axes = {k: _axis(k, v) for k, v in parameters.items()}
-    explicit = raw.get("configs") or []
-    if not isinstance(explicit, list) or not all(isinstance(c, dict) for c in explicit):
-        raise SpecError(f"configs: expected a list of mappings, got {explicit!r}")
-    for i, c in enumerate(explicit):
-        _check_training_keys(f"configs[{i}].", c)
+    explicit, variants = _config_list(raw, "configs", []), _config_list(raw, "variants", [{}])
     samples = _number("samples", raw.get("samples", 1), 1, integer=True)
     seed = _number("seed", raw.get("seed", 0), 0, integer=True)
-    fixed_only = not axes and not explicit  # then one trial of the fixed configuration
+    fixed_only = not axes and not explicit and variants == [{}]  # then one trial of the fixed configuration
 
     # Each grid value alone, so an error points at parameters.KEY[i].
     _train_config("fixed", base | fixed)
@@ -294,11 +302,13 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
     rng = np.random.default_rng(seed)
     trials: list[dict[str, Any]] = []
-    if axes or fixed_only:
+    if axes or fixed_only or variants != [{}]:
         for _ in range(samples):
             for point in itertools.product(*(axes[k] for k in grid_keys)):
                 values = base | fixed | dict(zip(grid_keys, point)) | {k: _sample(axes[k], rng) for k in dist_keys}
-                trials.append(_train_config("parameters", values).to_dict())
+                for i, variant in enumerate(variants):
+                    where = f"variants[{i}]" if variant else "parameters"
+                    trials.append(_train_config(where, values | variant).to_dict())
     for i, c in enumerate(explicit):
         trials.append(_train_config(f"configs[{i}]", base | fixed | c).to_dict())
 

@@ -10,6 +10,7 @@ with `Tuner.restore`, running only what is unfinished.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from vgtune.spec import SpecError, SweepSpec, check_data, check_resources
-from vgtune.tracking import check_uri, resolve_uri
+from vgtune.tracking import check_uri, flush_all, resolve_uri
 
 
 @dataclass
@@ -66,7 +67,9 @@ def _init_ray(options: SweepOptions) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative data roots keep working
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the log; JSON kept below
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the log
+    # ...so the ResultGrid finds no result.json; the last results it needs come from memory.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table, with factor columns
     if options.address:
         _check_address(options.address)
@@ -98,7 +101,6 @@ def _find_resumable(storage: Path, name: str) -> Path:
 
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
 
     from vgtune.stopper import GradientCollapseStopper
     from vgtune.tracking import MLflowTracker
@@ -116,7 +118,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         max_report_frequency=20, max_progress_rows=10)
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every}
     run_config = tune.RunConfig(
-        name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker, JsonLoggerCallback()],
+        name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig())
@@ -180,6 +182,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     t0 = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0
+    flush_all()
     trials = []
     for result in grid:
         last = dict(result.metrics or {})

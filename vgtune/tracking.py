@@ -12,6 +12,7 @@ and continues them, so no trial ever gets a second run.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import subprocess
@@ -25,16 +26,33 @@ from urllib.parse import urlparse
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from vgtune import plots
 from vgtune.gradflow import SERIES
 from vgtune.stopper import GradientCollapseStopper
+from vgtune.writer import BackgroundWriter
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
-              "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds")
+              "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
 FACTORS = ("depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed", "dataset")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_conn, record) -> None:
+    """SQLite stores in WAL mode: readers (a report, the UI) never block the sweep's writer,
+    a second writer waits instead of failing with `database is locked`, and a commit costs
+    half as much (no fsync per transaction)."""
+    if type(dbapi_conn).__module__.split(".")[0] != "sqlite3":
+        return
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -120,7 +138,11 @@ def final_status(last: dict[str, Any], epochs: int) -> str:
 
 
 class MLflowTracker(tune.Callback):
-    """Tune callback: mirrors a sweep into MLflow as it runs (driver side only)."""
+    """Tune callback: mirrors a sweep into MLflow as it runs (driver side only).
+
+    The hooks only queue work for a `BackgroundWriter`; all MLflow calls and the
+    trial -> run bookkeeping happen on that one thread, in order.
+    """
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str,
                  total_trials: int, stopper: GradientCollapseStopper | None = None):
@@ -130,16 +152,20 @@ class MLflowTracker(tune.Callback):
         self.spec_text = spec_text  # the spec as run, logged on the parent run
         self.total_trials = total_trials
         self.stopper = stopper  # asked why a trial stopped early
+        self._reset()
+
+    def _reset(self) -> None:
         self.parent_run_id: str | None = None
         self._client: MlflowClient | None = None
+        self._writer: BackgroundWriter | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._steps: dict[str, int] = {}  # trial id -> last epoch logged
         self._probes: dict[str, list[tuple[int, list[float]]]] = {}  # for the plot
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # final status -> trials
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
         state = dict(self.__dict__)
-        state["_client"] = None
+        state.update(_client=None, _writer=None, parent_run_id=None, _runs={}, _steps={}, _probes={}, counts={})
         return state
 
     @property
@@ -147,6 +173,17 @@ class MLflowTracker(tune.Callback):
         if self._client is None:
             self._client = MlflowClient(self.uri)
         return self._client
+
+    @property
+    def writer(self) -> BackgroundWriter:
+        if self._writer is None:
+            self._writer = BackgroundWriter()
+            _ACTIVE.append(self)
+        return self._writer
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
 
     # -- sweep ------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
@@ -171,21 +208,54 @@ class MLflowTracker(tune.Callback):
             if tid:
                 self._runs[tid] = run.info.run_id
                 self._steps[tid] = int(run.data.tags.get("vgtune.epoch", "0"))
-                if run.data.tags.get("status") not in (None, "running"):
-                    self.counts[run.data.tags["status"]] = self.counts.get(run.data.tags["status"], 0) + 1
+                status = run.data.tags.get("status")
+                if status not in (None, "running"):
+                    self.counts[status] = self.counts.get(status, 0) + 1
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.parent_run_id is None:
             return
+        self.writer.flush()
         tags = [RunTag(f"trials.{k}", str(v)) for k, v in sorted(self.counts.items())]
+        if self.writer.failures:
+            tags.append(RunTag("vgtune.write_failures", str(len(self.writer.failures))))
         self.client.log_batch(self.parent_run_id, tags=tags)
         self.client.set_terminated(self.parent_run_id, "FINISHED")
 
-    # -- trials -----------------------------------------------------------------
-    def _run_for(self, trial) -> str:
+    # -- trials: the hooks queue, the writer thread writes -----------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        tid, cfg = trial.trial_id, dict(trial.config["train"])
+        self.writer.submit(lambda: self._run_for(tid, cfg))
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        tid, cfg = trial.trial_id, dict(trial.config["train"])
+        self.writer.submit(lambda: self._log_result(tid, cfg, result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        last, cfg = dict(trial.last_result or {}), dict(trial.config["train"])
+        status = final_status(last, cfg["epochs"])
+        tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
+        if status == "stopped":
+            reason = (self.stopper.reasons.get(trial.trial_id) if self.stopper else None) or "stopped by the scheduler"
+            tags["vgtune.stop_reason"] = reason
         tid = trial.trial_id
+        self.writer.submit(lambda: self._close(tid, cfg, tags, "FINISHED", last))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        text = _error_text(trial)
+        last, cfg, tid = dict(trial.last_result or {}), dict(trial.config["train"]), trial.trial_id
+        lines = text.strip().splitlines()
+        tags = {"status": "error", "diagnosis": last.get("diagnosis", "healthy"),
+                "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
+
+        def close() -> None:
+            self.client.log_text(self._run_for(tid, cfg), text, "error.txt")
+            self._close(tid, cfg, tags, "FAILED", last)
+        self.writer.submit(close)
+
+    # -- writer thread ----------------------------------------------------------
+    def _run_for(self, tid: str, cfg: dict[str, Any]) -> str:
         if tid not in self._runs:
-            cfg = trial.config["train"]
             run = self.client.create_run(self.exp_id, run_name=f"{trial_name(cfg)}-{tid}", tags={
                 "mlflow.parentRunId": self.parent_run_id, "vgtune.role": "trial",
                 "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": "running"})
@@ -196,14 +266,10 @@ class MLflowTracker(tune.Callback):
             self._steps[tid] = 0
         return self._runs[tid]
 
-    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._run_for(trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        run_id, tid = self._run_for(trial), trial.trial_id
+    def _log_result(self, tid: str, cfg: dict[str, Any], result: dict[str, Any]) -> None:
+        run_id = self._run_for(tid, cfg)
         epoch = int(result.get("epoch", 0))
-        layers = result.get("layers") or {}
-        init = result.get("layers_init") or {}
+        layers, init = result.get("layers") or {}, result.get("layers_init") or {}
         if "grad_norm" in init:
             self._probes.setdefault(tid, []).append((0, init["grad_norm"]))
         if "grad_norm" in layers:
@@ -219,29 +285,9 @@ class MLflowTracker(tune.Callback):
         log_metrics(self.client, run_id, metrics, [RunTag("vgtune.epoch", str(epoch))])
         self._steps[tid] = epoch
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        last = trial.last_result or {}
-        cfg = trial.config["train"]
-        status = final_status(last, cfg["epochs"])
-        tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
-        if status == "stopped":
-            reason = (self.stopper.reasons.get(trial.trial_id) if self.stopper else None) or "stopped by the scheduler"
-            tags["vgtune.stop_reason"] = reason
-        self._close(trial, tags, "FINISHED", last)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        try:
-            text = str(trial.get_error() or "unknown error")
-        except Exception as exc:  # the error file may be gone on a remote node
-            text = f"unknown error ({exc})"
-        run_id = self._run_for(trial)
-        self.client.log_text(run_id, text, "error.txt")
-        tags = {"status": "error", "diagnosis": (trial.last_result or {}).get("diagnosis", "healthy"),
-                "vgtune.error": text.strip().splitlines()[-1][:4000] if text.strip() else "unknown error"}
-        self._close(trial, tags, "FAILED", trial.last_result or {})
-
-    def _close(self, trial, tags: dict[str, str], run_status: str, last: dict[str, Any]) -> None:
-        run_id, tid = self._run_for(trial), trial.trial_id
+    def _close(self, tid: str, cfg: dict[str, Any], tags: dict[str, str], run_status: str,
+               last: dict[str, Any]) -> None:
+        run_id = self._run_for(tid, cfg)
         now, step = int(time.time() * 1000), int(last.get("epoch", 0))
         final = {"grad_attenuation_final": last.get("grad_attenuation"), "epochs_run": step,
                  "train_seconds": last.get("train_seconds")}
@@ -249,12 +295,33 @@ class MLflowTracker(tune.Callback):
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         probes = self._probes.pop(tid, [])
         if probes:
-            fig = plots.gradient_flow(probes, title=f"{trial_name(trial.config['train'])} [{tags['status']}, "
-                                                    f"{tags['diagnosis']}]")
+            fig = plots.gradient_flow(probes, title=f"{trial_name(cfg)} [{tags['status']}, {tags['diagnosis']}]")
             self.client.log_figure(run_id, fig, "gradient_flow.png")
-            plots.close(fig)
         self.client.set_terminated(run_id, run_status)
         self.counts[tags["status"]] = self.counts.get(tags["status"], 0) + 1
 
 
-__all__ = ["MLflowTracker", "resolve_uri", "check_uri", "log_metrics", "epoch_metrics", "FACTORS", "SERIES"]
+def _error_text(trial) -> str:
+    """The trial's error trace: Tune writes it locally first, then syncs it to storage."""
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            return Path(path).read_text()
+        return str(trial.get_error() or "unknown error")
+    except Exception as exc:  # storage unreachable: still close the run
+        return f"unknown error ({exc})"
+
+
+_ACTIVE: list[MLflowTracker] = []  # trackers of this process, flushed by `flush_all`
+
+
+def flush_all() -> None:
+    """Wait for every queued MLflow write of this process (call after `Tuner.fit`)."""
+    for tracker in _ACTIVE:
+        tracker.flush()
+
+
+atexit.register(flush_all)
+
+__all__ = ["MLflowTracker", "resolve_uri", "check_uri", "log_metrics", "epoch_metrics", "flush_all", "FACTORS",
+           "SERIES"]

@@ -161,6 +161,8 @@ class _Setup:
     optimizer: torch.optim.Optimizer
     probe: GradFlowProbe
     generator: torch.Generator  # batch order (CPU generator, permutation moved to device)
+    eval_x: torch.Tensor  # validation then test examples, evaluated in one pass
+    eval_y: torch.Tensor
 
     def autocast(self):
         if self.cfg.bf16 and self.device.type == "cuda":
@@ -186,7 +188,8 @@ def setup(cfg: TrainConfig) -> _Setup:
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    return _Setup(cfg, device, data, model, opt, GradFlowProbe(model, cfg.activation), gen)
+    eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
+    return _Setup(cfg, device, data, model, opt, GradFlowProbe(model, cfg.activation), gen, eval_x, eval_y)
 
 
 def _loss(s: _Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,14 +213,19 @@ def measure_init(s: _Setup, batches: int) -> list[dict[str, list[float]]]:
 
 
 @torch.no_grad()
-def evaluate(s: _Setup, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def evaluate(s: _Setup, batch_size: int = 1024) -> tuple[float, float]:
+    """(val_acc, test_acc) in one pass over the concatenated splits."""
     s.model.eval()
-    correct = torch.zeros((), device=s.device)
-    for xb, yb in data_mod.eval_batches(x, y, batch_size):
+    n_val = s.data.x_val.shape[0]
+    hits = []
+    for xb, yb in data_mod.eval_batches(s.eval_x, s.eval_y, batch_size):
         with s.autocast():
-            correct += (s.model(xb).argmax(dim=1) == yb).sum()
+            hits.append(s.model(xb).argmax(dim=1) == yb)
     s.model.train()
-    return correct.item() / max(1, x.shape[0])
+    hits_t = torch.cat(hits)
+    val, test = hits_t[:n_val].sum(), hits_t[n_val:].sum()
+    counts = torch.stack([val, test]).tolist()  # one host sync
+    return counts[0] / max(1, n_val), counts[1] / max(1, s.data.x_test.shape[0])
 
 
 def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
@@ -292,7 +300,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     x, y = s.data.x_train, s.data.y_train
     steps = max(1, x.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
-    seconds = result.summary.get("train_seconds", 0.0)
+    seconds = result.summary.get("train_seconds", 0.0)  # inside the epochs' training loops
+    eval_seconds = result.summary.get("eval_seconds", 0.0)  # per-epoch validation and test passes
     latest: dict[str, float] = {}  # summary of the most recent probe
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -322,12 +331,14 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
                 if not math.isfinite(loss.item()) or loss.item() > cfg.diverge_loss:
                     break
         train_loss = loss_sum.item() / steps
-        seconds += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        seconds += t1 - t0
         diverged = not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
+        val_acc, test_acc = evaluate(s)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / (steps * cfg.batch_size),
-               "val_acc": evaluate(s, s.data.x_val, s.data.y_val),
-               "test_acc": evaluate(s, s.data.x_test, s.data.y_test),
-               "train_seconds": seconds}
+               "val_acc": val_acc, "test_acc": test_acc}
+        eval_seconds += time.perf_counter() - t1
+        row.update(train_seconds=seconds, eval_seconds=eval_seconds)
         if last_series is not None:
             latest = summarize(last_series)
         row.update(latest)
@@ -337,7 +348,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
             row["diagnosis"] = diagnose(status, latest["grad_attenuation"], latest["dead_frac"],
                                         latest["saturated_frac"], thresholds)
         result.history.append(row)
-        result.summary["train_seconds"] = seconds
+        result.summary.update(train_seconds=seconds, eval_seconds=eval_seconds)
         if diverged:
             result.status = "diverged"
             result.error = f"training loss {train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"

@@ -1,0 +1,120 @@
+"""The report on a real MLflow SQLite store filled with runs of known values."""
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from vgtune import report, runs
+from vgtune.ranking import effects
+
+FACTORS = {"width": 8, "init": "default", "residual": "none", "optimizer": "sgd", "lr": 0.05, "dataset": "digits"}
+
+
+def _trial(client, exp_id, parent, sweep, *, depth, activation, norm, seed, acc, att, diagnosis,
+           status="completed", end_time=None):
+    run = client.create_run(exp_id, tags={"vgtune.role": "trial", "vgtune.sweep": sweep, "status": status,
+                                          "diagnosis": diagnosis, "mlflow.parentRunId": parent})
+    rid = run.info.run_id
+    for k, v in (FACTORS | {"depth": depth, "activation": activation, "norm": norm, "seed": seed}).items():
+        client.log_param(rid, k, v)
+    if acc is not None:
+        for k, v in {"test_acc": acc, "val_acc": acc, "train_loss": 1 - acc, "grad_attenuation_init": att,
+                     "grad_attenuation_final": att, "train_seconds": 1.0, "epochs_run": 3}.items():
+            client.log_metric(rid, k, v)
+        for block in range(depth):
+            client.log_metric(rid, f"block{block + 1:02d}/grad_norm", 10 ** (att * (depth - block) / depth))
+    if status != "running":
+        client.set_terminated(rid, "FAILED" if status == "error" else "FINISHED", end_time=end_time)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("known", artifact_location=(tmp / "art").as_uri())
+    parent = client.create_run(exp_id, tags={"vgtune.role": "sweep", "vgtune.sweep": "known-1"}).info.run_id
+    t = lambda **kw: _trial(client, exp_id, parent, "known-1", **kw)  # noqa: E731
+    for seed in range(3):
+        t(depth=4, activation="sigmoid", norm="none", seed=seed, acc=0.9, att=-1.0, diagnosis="healthy")
+        t(depth=16, activation="sigmoid", norm="none", seed=seed, acc=0.1, att=-8.0, diagnosis="vanishing")
+        t(depth=4, activation="sigmoid", norm="batch", seed=seed, acc=0.92, att=-0.2, diagnosis="healthy")
+        t(depth=16, activation="sigmoid", norm="batch", seed=seed, acc=0.8 + 0.05 * seed, att=-0.5,
+          diagnosis="healthy")
+        t(depth=4, activation="relu", norm="none", seed=seed, acc=0.95, att=-0.1, diagnosis="healthy")
+        t(depth=16, activation="relu", norm="none", seed=seed, acc=0.6, att=-0.3, diagnosis="healthy")
+    t(depth=16, activation="sigmoid", norm="layer", seed=0, acc=None, att=None, diagnosis="healthy", status="error")
+    # An older invocation ran one configuration too: it must not be counted twice.
+    _trial(client, exp_id, parent, "known-0", depth=16, activation="sigmoid", norm="none", seed=0, acc=0.5,
+           att=-8.0, diagnosis="vanishing", end_time=1)
+    client.set_terminated(parent, "FINISHED")
+    return uri, tmp
+
+
+def test_trials_table_has_the_contract_columns_and_no_duplicates(store):
+    uri, _ = store
+    df = runs.load_trials(uri, "known")
+    assert len(df) == 19  # 18 + the errored one; the older duplicate is dropped
+    base = df[(df.depth == 16) & (df.activation == "sigmoid") & (df.norm == "none") & (df.seed == 0)]
+    assert base["test_acc"].tolist() == [0.1]
+    assert (df["status"] == "error").sum() == 1
+
+
+def test_ranking_effects_and_confidence_intervals(store):
+    uri, _ = store
+    eff = effects(runs.load_trials(uri, "known"))
+    bn = eff[(eff.mitigation == "norm=batch") & (eff.depth == 16)].iloc[0]
+    assert bn["n"] == 3 and bn["paired"]
+    assert bn["delta_test_acc"] == pytest.approx(0.75)
+    assert 0.7 - 1e-9 <= bn["ci_low"] <= 0.75 <= bn["ci_high"] <= 0.8 + 1e-9
+    assert bn["delta_attenuation"] == pytest.approx(7.5)
+    assert bn["rescued"] == 3 and "vanishing->healthy x3" in bn["transitions"]
+    relu = eff[(eff.mitigation == "activation=relu") & (eff.depth == 16)].iloc[0]
+    assert relu["delta_test_acc"] == pytest.approx(0.5)
+    assert bn["rank"] == 1 and relu["rank"] == 2
+    assert "norm=layer" not in set(eff.mitigation)  # only an errored trial: nothing to compare
+
+
+def test_degradation_is_told_apart_from_vanishing(store):
+    uri, tmp = store
+    report.build("known", uri, tmp / "reports")
+    trends = pd.read_csv(tmp / "reports" / "known" / "depth_trends.csv")
+    verdict = dict(zip(trends["activation"] + "/" + trends["norm"], trends["verdict"]))
+    assert verdict == {"relu/none": "degradation", "sigmoid/none": "vanishing"}
+    text = (tmp / "reports" / "known" / "report.md").read_text()
+    assert "degradation (He et al. 2016)" in text
+
+
+def test_report_files_exist_and_html_embeds_plots(store):
+    uri, tmp = store
+    folder = report.build("known", uri, tmp / "out")
+    for name in ("trials.csv", "ranking.csv", "report.md", "report.html", *report.PLOTS):
+        assert (folder / name).stat().st_size > 0, name
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(report.PLOTS)
+    trials = pd.read_csv(folder / "trials.csv")
+    assert list(trials.columns[:20]) == runs.FACTORS + runs.RESULTS
+    assert "1 error" in (folder / "report.md").read_text()
+    parent = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("known").experiment_id],
+                                           "tags.`vgtune.role` = 'sweep'")[0]
+    assert "report" in [a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)]
+
+
+def test_unknown_experiment_lists_existing(store):
+    uri, _ = store
+    with pytest.raises(runs.UnknownExperiment, match="no experiment 'nope'.*existing: known"):
+        runs.load_trials(uri, "nope")
+
+
+def test_running_sweep_is_reported_as_far_as_it_got(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("live", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp_id, tags={"vgtune.role": "sweep", "vgtune.sweep": "live-1"}).info.run_id
+    _trial(client, exp_id, parent, "live-1", depth=4, activation="relu", norm="none", seed=0, acc=0.9, att=-0.1,
+           diagnosis="healthy")
+    _trial(client, exp_id, parent, "live-1", depth=4, activation="relu", norm="batch", seed=0, acc=0.5, att=-0.1,
+           diagnosis="healthy", status="running")
+    folder = report.build("live", uri, tmp_path / "reports")
+    assert "still running" in (folder / "report.md").read_text()

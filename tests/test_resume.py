@@ -1,0 +1,74 @@
+"""Interrupt a real sweep (SIGINT to the driver), resume it, count the runs.
+
+The sweep runs as a `vgtune` subprocess with its own local Ray, so this module
+starts no Ray of its own.
+"""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from mlflow.tracking import MlflowClient
+
+SPEC = """
+name: resumable
+parameters:
+  depth: [3, 5]
+  activation: [relu, tanh]
+  seed: [0, 1]
+fixed: {width: 8, epochs: 3, init: kaiming_normal}
+stop: {gradient_collapse: false}
+"""
+
+
+def _trial_runs(uri):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("resumable")
+    if exp is None:
+        return client, []
+    return client, client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
+
+
+def _sweep(tmp_path, *extra):
+    return [sys.executable, "-m", "vgtune.cli", "sweep", str(tmp_path / "spec.yaml"), "--num-cpus", "1",
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "reports"), "--no-report", "-v", "0", *extra]
+
+
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(_sweep(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.time() + 180
+    finished = []
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            finished = [r for r in _trial_runs(uri)[1] if r.info.status == "FINISHED"]
+        except Exception:  # the store is being created
+            continue
+        if len(finished) >= 2:
+            break
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    _, before = _trial_runs(uri)
+    done_before = {r.data.tags["vgtune.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
+    assert 2 <= len(done_before) < 8
+
+    resumed = subprocess.run(_sweep(tmp_path, "--resume"), capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    client, after = _trial_runs(uri)
+    ids = [r.data.tags["vgtune.trial_id"] for r in after]
+    assert len(after) == 8 and len(set(ids)) == 8  # every trial once, no duplicate runs
+    assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in after)
+    for tid, run_id in done_before.items():  # finished trials kept their one run
+        assert dict(zip(ids, [r.info.run_id for r in after]))[tid] == run_id
+    for r in after:  # one complete history per trial: no gaps, no duplicated steps
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")] == [1, 2, 3]
+    exp = client.get_experiment_by_name("resumable")
+    parents = client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'sweep'")
+    assert len(parents) == 2 and {p.data.tags["vgtune.resumed"] for p in parents} == {"true", "false"}

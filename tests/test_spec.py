@@ -1,0 +1,136 @@
+"""Spec parsing and validation: no Ray, no MLflow."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vgtune import spec as spec_mod
+from vgtune.spec import SpecError
+
+GOOD = """
+name: t
+dataset: digits
+parameters:
+  depth: [2, 4]
+  activation: [relu, tanh]
+  lr: {loguniform: [0.001, 0.1]}
+samples: 2
+configs:
+  - {depth: 3, norm: batch}
+variants: [{}]
+fixed: {width: 4, epochs: 1}
+"""
+
+
+def write(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_grid_times_samples_plus_explicit_configs(tmp_path):
+    spec = spec_mod.load(write(tmp_path, GOOD))
+    assert len(spec.trials) == 2 * 2 * 2 + 1
+    assert {t["depth"] for t in spec.trials} == {2, 3, 4}
+    lrs = [t["lr"] for t in spec.trials[:8]]
+    assert all(0.001 <= lr <= 0.1 for lr in lrs) and len(set(lrs)) == 8  # a draw per trial, as Tune samples
+    assert spec.trials[-1]["norm"] == "batch" and spec.trials[-1]["width"] == 4
+    assert set(spec.factors) >= {"depth", "activation", "lr"}
+
+
+def test_expansion_is_deterministic(tmp_path):
+    path = write(tmp_path, GOOD)
+    assert spec_mod.load(path).trials == spec_mod.load(path).trials
+
+
+def test_set_overrides(tmp_path):
+    spec = spec_mod.load(write(tmp_path, GOOD), ["fixed.epochs=3", "parameters.depth=[5]", "samples=1"])
+    assert {t["epochs"] for t in spec.trials} == {3}
+    assert {t["depth"] for t in spec.trials} == {5, 3}
+    spec = spec_mod.load(write(tmp_path, GOOD), ["dataset.limit=100"])
+    assert spec.trials[0]["limit"] == 100 and spec.trials[0]["dataset"] == "digits"
+
+
+def test_shipped_specs_are_valid():
+    default = spec_mod.load("sweeps/default.yaml")
+    assert len(default.trials) >= 100 and max(t["depth"] for t in default.trials) >= 24
+    assert set(default.factors) >= {"depth", "activation", "init", "norm", "residual"}
+    remedies = spec_mod.load("sweeps/remedies.yaml")
+    assert set(remedies.factors) >= {"pool", "dropout", "weight_decay", "optimizer", "norm", "residual", "init"}
+    spec_mod.load("sweeps/tiny.yaml")
+
+
+BAD = [
+    ("name: t\nparameters: {depth: [2, 4}\n", r"YAML syntax error at line 2"),
+    ("name: t\nparamters: {depth: [2]}\n", r"paramters: unknown key; valid: name, dataset"),
+    ("name: t\nparameters: {depht: [2]}\n", r"parameters.depht: unknown key; valid: depth"),
+    ("name: t\nparameters: {depth: [2, 'x']}\n", r"parameters.depth\[1\]: depth must be an integer >= 1, got 'x'"),
+    ("name: t\nparameters: {depth: [0]}\n", r"parameters.depth\[0\]: depth must be an integer >= 1, got 0"),
+    ("name: t\nparameters: {activation: [relu, relux]}\n",
+     r"parameters.activation\[1\]: unknown activation 'relux'; valid: relu, leaky_relu"),
+    ("name: t\nparameters: {init: [he]}\n", r"parameters.init\[0\]: unknown init 'he'; valid: default"),
+    ("name: t\nparameters: {norm: [bn]}\n", r"parameters.norm\[0\]: unknown norm 'bn'; valid: none, batch"),
+    ("name: t\nparameters: {depth: []}\n", r"parameters.depth: empty list"),
+    ("name: t\nparameters: {lr: [-1]}\n", r"parameters.lr\[0\]: lr must be a number > 0, got -1"),
+    ("name: t\nparameters: {lr: {lognormal: [1, 2]}}\n", r"parameters.lr: a distribution is one of"),
+    ("name: t\nparameters: {lr: {loguniform: [0.1, 0.01]}}\n", r"parameters.lr.loguniform: expected \[low, high\]"),
+    ("name: t\nresources: {cpu: 0}\n", r"resources.cpu: must be a number > 0, got 0"),
+    ("name: t\nresources: {gpus: 1}\n", r"resources.gpus: unknown key; valid: cpu, gpu"),
+    ("name: t\nscheduler: {type: hyperband}\n", r"scheduler.type: unknown scheduler 'hyperband'; valid: fifo, asha"),
+    ("name: t\ndataset: imagenet\n", r"fixed: unknown dataset 'imagenet'; valid: digits"),
+    ("name: t\ndataset: {name: digits, path: x}\n", r"dataset.path: unknown key; valid: name, root"),
+    ("name: t\nmetric: loss\n", r"metric: unknown metric 'loss'; valid: val_acc"),
+    ("name: t\nfixed: {epochs: 1.5}\n", r"fixed: epochs must be an integer >= 1, got 1.5"),
+    ("name: t\nfixed: {device: cuda}\n", r"fixed.device: set by the spec's dataset/resources"),
+    ("name: t\nstop: {patience: 0}\n", r"stop.patience: must be an integer >= 1, got 0"),
+    ("- a\n- b\n", r"a spec is a mapping of keys"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_bad_specs_name_the_key_and_the_choices(tmp_path, text, message):
+    with pytest.raises(SpecError, match=message):
+        spec_mod.load(write(tmp_path, text))
+
+
+def test_bad_override(tmp_path):
+    with pytest.raises(SpecError, match="--set fixed.epochs: cannot read|expected key.path=value"):
+        spec_mod.load(write(tmp_path, GOOD), ["fixed.epochs"])
+    with pytest.raises(SpecError, match="--set bogus.x: unknown key 'bogus'"):
+        spec_mod.load(write(tmp_path, GOOD), ["bogus.x=1"])
+
+
+def test_impossible_resources():
+    spec = spec_mod.parse({"name": "t", "resources": {"cpu": 64}})
+    with pytest.raises(SpecError, match="resources.cpu: 64 per trial, but only 2 CPUs"):
+        spec_mod.check_resources(spec, {"CPU": 2})
+    spec = spec_mod.parse({"name": "t", "resources": {"gpu": 0.5}})
+    with pytest.raises(SpecError, match="resources.gpu: 0.5 per trial, but 0 GPUs"):
+        spec_mod.check_resources(spec, {"CPU": 2})
+
+
+def test_missing_data_root_fails_before_anything_runs(tmp_path):
+    spec = spec_mod.parse({"name": "t", "dataset": {"name": "mnist", "root": str(tmp_path / "nothing")}})
+    with pytest.raises(SpecError, match=r"dataset: dataset 'mnist': no usable files under .*nothing"):
+        spec_mod.check_data(spec)
+
+
+@pytest.mark.parametrize("text", [BAD[1][0], BAD[5][0], "name: t\nresources: {cpu: 64}\n"])
+def test_cli_error_is_one_line_and_creates_nothing(tmp_path, text):
+    path = write(tmp_path, text)
+    db = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(path), "--tracking-uri",
+                           f"sqlite:///{db}", "--storage", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vgtune: error: ") and "Traceback" not in proc.stderr
+    assert not db.exists() and not (tmp_path / "runs").exists()
+
+
+def test_dry_run_prints_count(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "t: 9 trials" in proc.stdout

@@ -1,0 +1,78 @@
+"""A real sweep: real Ray Tune, a real MLflow SQLite store, real PyTorch trials."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from vgtune import spec as spec_mod
+from vgtune.sweep import SweepOptions, run_sweep
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _options(tmp_path, **kw):
+    return SweepOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", storage=str(tmp_path / "runs"),
+                        out=str(tmp_path / "reports"), verbose=0, **kw)
+
+
+def _trial_runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
+
+
+def test_tiny_sweep_logs_one_child_run_per_trial(tmp_path):
+    spec = spec_mod.parse({"name": "tiny", "parameters": {"depth": [2, 6], "activation": ["relu", "tanh"]},
+                           "fixed": {"width": 4, "epochs": 2, "init": "kaiming_normal"}})
+    outcome = run_sweep(spec, _options(tmp_path))
+    assert len(outcome.trials) == 4
+    client, runs = _trial_runs(outcome.tracking_uri, "tiny")
+    assert len(runs) == 4
+    parents = client.search_runs([runs[0].info.experiment_id], "tags.`vgtune.role` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert [a.path for a in client.list_artifacts(parents[0].info.run_id)][:1] == ["spec.yaml"] or \
+        "spec.yaml" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed",
+                "dataset"} <= set(run.data.params)
+        assert run.data.tags["status"] == "completed"
+        assert run.data.tags["diagnosis"] in ("healthy", "vanishing", "exploding", "dead", "saturated")
+        m = run.data.metrics
+        for key in ("val_acc", "test_acc", "train_loss", "grad_attenuation", "grad_attenuation_init",
+                    "grad_attenuation_final", "block01/grad_norm", "block02/update_ratio", "block01/dead_frac"):
+            assert key in m, key
+        steps = [h.step for h in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == [1, 2]
+        assert [h.step for h in client.get_metric_history(run.info.run_id, "block01/grad_norm")] == [0, 1, 2]
+        assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_stopper_ends_a_vanishing_trial_early(tmp_path):
+    spec = spec_mod.parse({"name": "collapse", "parameters": {"depth": [20]},
+                           "fixed": {"width": 4, "epochs": 6, "activation": "sigmoid"},
+                           "stop": {"gradient_collapse": True, "attenuation_floor": -6, "patience": 2}})
+    run_sweep(spec, _options(tmp_path))
+    _, runs = _trial_runs(f"sqlite:///{tmp_path}/mlflow.db", "collapse")
+    (run,) = runs
+    assert run.data.tags["status"] == "stopped"
+    assert run.data.tags["diagnosis"] == "vanishing"
+    assert "gradient collapsed" in run.data.tags["vgtune.stop_reason"]
+    assert run.data.metrics["epochs_run"] == 2
+
+
+def test_diverging_and_crashing_trials_do_not_stop_the_sweep(tmp_path):
+    spec = spec_mod.parse({"name": "faults", "parameters": {"lr": [0.05, 80.0]},
+                           "fixed": {"depth": 6, "width": 8, "epochs": 3, "activation": "relu",
+                                     "init": "kaiming_normal"},
+                           "configs": [{"depth": 2, "width": 200000}],  # 1.4 TB of weights: out of memory
+                           "max_failures": 0, "stop": {"gradient_collapse": False}})
+    outcome = run_sweep(spec, _options(tmp_path))
+    assert len(outcome.trials) == 3
+    _, runs = _trial_runs(outcome.tracking_uri, "faults")
+    status = {float(r.data.params["lr"]) if r.data.params["width"] == "8" else "crash": r for r in runs}
+    assert status[0.05].data.tags["status"] == "completed"
+    assert status[80.0].data.tags["status"] == "diverged" and status[80.0].data.tags["diagnosis"] == "diverged"
+    crash = status["crash"]
+    assert crash.data.tags["status"] == "error" and crash.info.status == "FAILED"
+    assert "memory" in crash.data.tags["vgtune.error"].lower() or "alloc" in crash.data.tags["vgtune.error"].lower()
