@@ -9,6 +9,11 @@ ARGS   ?=
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 TRACKING_URI ?= sqlite:///mlflow.db
+MLFLOW_DB    ?= sqlite:///mlflow.db
+ARTIFACTS    ?= mlartifacts
+RAY_PORT     ?= 6379
+DASHBOARD_PORT ?= 8265
+STORAGE      ?= $(CURDIR)/runs
 
 .PHONY: install sweep test ui report probe bench lint mlflow-server cluster-up submit cluster-down clean
 
@@ -39,6 +44,20 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vgtune tests bench
+
+mlflow-server: $(STAMP)
+	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_DB) --serve-artifacts --artifacts-destination $(ARTIFACTS) \
+		--host $(HOST) --port $(PORT)
+
+cluster-up: $(STAMP)
+	$(BIN)/python -m vgtune.cluster up --port $(RAY_PORT) --dashboard-port $(DASHBOARD_PORT)
+
+submit: $(STAMP)
+	$(BIN)/python -m vgtune.cluster submit $(SPEC) --tracking-uri http://$(HOST):$(PORT) --storage $(STORAGE) \
+		$(if $(ARGS),-- $(ARGS))
+
+cluster-down: $(STAMP)
+	$(BIN)/python -m vgtune.cluster down
 
 clean:
 	rm -rf runs reports mlruns mlartifacts .bench

@@ -7,6 +7,8 @@ starts and before any MLflow run is created.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -66,6 +68,8 @@ def cmd_sweep(args) -> int:
         return _dry_run(spec)
     from vgtune.sweep import SweepOptions, run_sweep
 
+    # SIGTERM (a scheduler's kill, `docker stop`) stops as gracefully as Ctrl-C: Tune saves its state.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
     outcome = run_sweep(spec, options)
@@ -119,13 +123,17 @@ def cmd_report(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgtune", description="Sweeps that show why deep CNNs stop training.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sweep(sub)
     _add_probe(sub)
     _add_report(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     handler = {"sweep": cmd_sweep, "probe": cmd_probe, "report": cmd_report}[args.command]
     try:
         return handler(args)

@@ -191,13 +191,19 @@ def _axis(key: str, value: Any) -> list | dict:
         if kind == "choice":
             if not isinstance(args, list) or not args:
                 raise SpecError(f"{where}.choice: expected a non-empty list, got {args!r}")
-        elif not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
+        elif not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)
                   and args[0] < args[1]):
             raise SpecError(f"{where}.{kind}: expected [low, high] with low < high, got {args!r}")
         elif kind == "loguniform" and args[0] <= 0:
             raise SpecError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+        elif kind == "randint" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            raise SpecError(f"{where}.randint: bounds must be integers, got {args!r}")
         return value
     return [value]  # a scalar is a one-value axis
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _sample(dist: dict, rng: np.random.Generator) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,6 @@ class SweepOptions:
     resume: bool = False  # continue the newest unfinished run folder of this spec
     num_cpus: int | None = None  # local Ray only: CPUs to use (None = all of this machine)
     verbose: int = 1  # Tune's console output: 0 silent, 1 status table, 2 per-result
-    report: bool = True  # build the report when the sweep ends
 
 
 @dataclass
@@ -159,9 +159,15 @@ def _local_gpus() -> int:
 
 
 def _check_writable(path: Path, what: str) -> None:
+    """The folder, or its nearest existing parent, must take a file (probed, since root passes os.access)."""
     existing = next((p for p in [path, *path.resolve().parents] if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise SpecError(f"{what} {path}: not a writable folder")
+    try:
+        if existing is None or not existing.is_dir():
+            raise OSError("not a folder")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise SpecError(f"{what} {path}: not a writable folder") from None
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:

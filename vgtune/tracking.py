@@ -241,6 +241,12 @@ class MLflowTracker(tune.Callback):
         tid = trial.trial_id
         self.writer.submit(lambda: self._close(tid, cfg, tags, "FINISHED", last))
 
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
+        tid, cfg = trial.trial_id, dict(trial.config["train"])
+        failures = str(trial.run_metadata.num_failures)
+        self.writer.submit(lambda: self.client.set_tag(self._run_for(tid, cfg), "vgtune.failures", failures))
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
         last, cfg, tid = dict(trial.last_result or {}), dict(trial.config["train"]), trial.trial_id
@@ -282,7 +288,8 @@ class MLflowTracker(tune.Callback):
             metrics += epoch_metrics({"grad_attenuation": result.get("grad_attenuation_init"), "layers": init}, 0, now)
             if _finite(result.get("grad_attenuation_init")):
                 metrics.append(Metric("grad_attenuation_init", float(result["grad_attenuation_init"]), now, 0))
-        log_metrics(self.client, run_id, metrics, [RunTag("vgtune.epoch", str(epoch))])
+        tags = [RunTag("vgtune.epoch", str(epoch))] + ([RunTag("vgtune.node", result["node"])] if "node" in result else [])
+        log_metrics(self.client, run_id, metrics, tags)
         self._steps[tid] = epoch
 
     def _close(self, tid: str, cfg: dict[str, Any], tags: dict[str, str], run_status: str,

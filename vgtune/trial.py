@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -46,8 +47,10 @@ def run_trial(config: dict[str, Any]) -> None:
     thresholds = Thresholds(**config.get("thresholds", {}))
     every = int(config.get("checkpoint_every", 1))
 
+    node = ray.get_runtime_context().get_node_id()
+
     def on_epoch(report: EpochReport) -> None:
-        metrics = epoch_metrics(report)
+        metrics = epoch_metrics(report) | {"node": node}
         if report.metrics["epoch"] % every and not report.final:
             tune.report(metrics)
             return

@@ -1,0 +1,114 @@
+"""A corpus of bad specs and options: each exits 2 with one clear line, before Ray or MLflow start.
+
+Runs `vgtune.cli.main` in-process (no Ray fixture in this module), so it can also
+check that Ray never started. Property-based tests cover the spec fields.
+"""
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vgtune import cli
+from vgtune import spec as spec_mod
+from vgtune.spec import SpecError
+
+GOOD = "name: ok\nparameters: {depth: [2]}\nfixed: {width: 4, epochs: 1}\n"
+CORPUS = {
+    "yaml syntax": ("name: t\nparameters: {depth: [2\n", [], "YAML syntax error"),
+    "tab indentation": ("name: t\nparameters:\n\tdepth: [2]\n", [], "YAML syntax error"),
+    "not a mapping": ("just a string\n", [], "a spec is a mapping"),
+    "unknown top key": ("name: t\nepochs: 3\n", [], "epochs: unknown key; valid:"),
+    "unknown parameter": ("name: t\nparameters: {layers: [2]}\n", [], "parameters.layers: unknown key; valid:"),
+    "wrong type": ("name: t\nparameters: {depth: [two]}\n", [], "parameters.depth[0]: depth must be an integer"),
+    "parameters not a mapping": ("name: t\nparameters: [depth]\n", [], "parameters: expected a mapping"),
+    "depth 0": ("name: t\nparameters: {depth: [0]}\n", [], "depth must be an integer >= 1, got 0"),
+    "lr -1": ("name: t\nfixed: {lr: -1}\n", [], "fixed: lr must be a number > 0, got -1"),
+    "cpu 0": ("name: t\nresources: {cpu: 0}\n", [], "resources.cpu: must be a number > 0, got 0"),
+    "gpu -1": ("name: t\nresources: {gpu: -1}\n", [], "resources.gpu: must be a number >= 0"),
+    "too many cpus": ("name: t\nresources: {cpu: 512}\n", [], "resources.cpu: 512 per trial, but only"),
+    "a gpu on a cpu machine": ("name: t\nresources: {gpu: 1}\n", [], "resources.gpu: 1 per trial, but 0 GPUs"),
+    "unknown activation": ("name: t\nparameters: {activation: [swish]}\n", [], "unknown activation 'swish'; valid:"),
+    "unknown init": ("name: t\nparameters: {init: [glorot]}\n", [], "unknown init 'glorot'; valid:"),
+    "unknown norm": ("name: t\nparameters: {norm: [instance]}\n", [], "unknown norm 'instance'; valid:"),
+    "unknown residual": ("name: t\nparameters: {residual: [fixup]}\n", [], "unknown residual 'fixup'; valid:"),
+    "unknown dataset": ("name: t\ndataset: svhn\n", [], "unknown dataset 'svhn'; valid:"),
+    "unknown optimizer": ("name: t\nfixed: {optimizer: lion}\n", [], "unknown optimizer 'lion'; valid: sgd, adam"),
+    "missing data root": ("name: t\ndataset: {name: cifar10, root: /nonexistent/data}\n", [],
+                          "no usable files under /nonexistent/data"),
+    "no data root": ("name: t\ndataset: mnist\n", [], "needs a data root"),
+    "empty grid": ("name: t\nparameters: {depth: []}\n", [], "parameters.depth: empty list"),
+    "bad distribution": ("name: t\nparameters: {lr: {normal: [0, 1]}}\n", [], "a distribution is one of"),
+    "bad scheduler": ("name: t\nscheduler: {type: pbt}\n", [], "unknown scheduler 'pbt'; valid: fifo, asha"),
+    "bad metric": ("name: t\nmetric: accuracy\n", [], "unknown metric 'accuracy'; valid:"),
+    "bad mode": ("name: t\nmode: up\n", [], "mode: must be one of max, min"),
+    "negative max_failures": ("name: t\nmax_failures: -1\n", [], "max_failures: must be an integer >= 0"),
+    "bad --set": (GOOD, ["--set", "fixed.epochs"], "expected key.path=value"),
+    "unknown --set key": (GOOD, ["--set", "epochz=3"], "--set epochz: unknown key 'epochz'"),
+    "bad --set value": (GOOD, ["--set", "fixed.epochs=zero"], "fixed: epochs must be an integer >= 1"),
+    "out not writable": (GOOD, ["--out", "/proc/vgtune"], "--out /proc/vgtune: not a writable folder"),
+    "storage is a file": (GOOD, ["--storage", "/etc/hostname"], "--storage /etc/hostname: not a writable folder"),
+    "bad tracking uri": (GOOD, ["--tracking-uri", "ftp://x"], "scheme must be sqlite, http(s) or file"),
+    "tracking folder missing": (GOOD, ["--tracking-uri", "sqlite:////nonexistent/m.db"], "does not exist"),
+    "resume with nothing": (GOOD, ["--resume"], "--resume: no run folder of sweep 'ok'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
+    text, extra, message = CORPUS[case]
+    (tmp_path / "spec.yaml").write_text(text)
+    args = ["sweep", str(tmp_path / "spec.yaml"), "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *extra]
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("vgtune: error: ") and message in err[0], err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_no_ray_was_started():
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_missing_spec_file(capsys):
+    assert cli.main(["sweep", "/nonexistent/spec.yaml"]) == 2
+    assert "spec file /nonexistent/spec.yaml does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- properties
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.floats(-2, 2), st.just(float("nan")),
+                    st.text(string.ascii_lowercase + "_", max_size=12))
+values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.sampled_from(
+    ["loguniform", "uniform", "choice", "randint", "x"]), st.lists(scalars, max_size=3), max_size=2))
+fields = st.sampled_from(list(spec_mod.TRAIN_KEYS) + ["bogus"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parameters=st.dictionaries(fields, values, max_size=3), fixed=st.dictionaries(fields, scalars, max_size=3),
+       top=st.dictionaries(st.sampled_from(["samples", "seed", "max_failures", "metric", "mode", "resources",
+                                            "scheduler", "stop", "junk"]), values, max_size=2))
+def test_any_spec_either_expands_or_raises_spec_error(parameters, fixed, top):
+    raw = {"name": "p", "parameters": parameters, "fixed": fixed, **top}
+    try:
+        spec = spec_mod.parse(raw)
+    except SpecError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert spec.trials and all(set(t) == set(spec_mod.TRAIN_KEYS) for t in spec.trials)
+
+
+@settings(max_examples=60, deadline=None)
+@given(axes=st.dictionaries(st.sampled_from(["depth", "width", "seed", "epochs"]),
+                            st.lists(st.integers(1, 6), min_size=1, max_size=3), min_size=1, max_size=3),
+       samples=st.integers(1, 3))
+def test_grid_size_is_the_product_of_axes_times_samples(axes, samples):
+    spec = spec_mod.parse({"name": "p", "parameters": axes, "samples": samples})
+    expected = samples
+    for axis in axes.values():
+        expected *= len(axis)
+    assert len(spec.trials) == expected

@@ -1,0 +1,92 @@
+"""A real 2-node Ray cluster and a real MLflow server on loopback; a sweep through the job API."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+from tests.helpers import REPO, free_port, start_mlflow_server, stop
+from vgtune.cluster import ClusterConfig, cluster_pids, down, environment, submit_command, up
+
+SPEC = """
+name: clustered
+parameters:
+  depth: [2, 4]
+  activation: [relu, tanh]
+fixed: {width: 4, epochs: 2, init: kaiming_normal}
+"""
+
+
+def _api(uri, path, body=None):
+    req = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    state = tmp / "state.json"
+    cfg = ClusterConfig(port=free_port(), dashboard_port=free_port(), temp_dir=f"/tmp/vgt-{free_port()}",
+                        token_path=str(tmp / "auth_token"))
+    mlflow_port = free_port()
+    server = start_mlflow_server(tmp / "mlflow.db", tmp / "artifacts", mlflow_port)
+    try:
+        up(cfg, state)
+        yield cfg, f"http://127.0.0.1:{mlflow_port}", tmp
+    finally:
+        if state.exists():
+            down(state)
+        stop(server)
+    assert cluster_pids(cfg.temp_dir) == [], "cluster processes left behind"
+
+
+def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
+    cfg, uri, tmp = services
+    (tmp / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    cmd = submit_command(cfg, str(tmp / "spec.yaml"), uri, str(tmp / "runs"), ["--no-report", "-v", "0"],
+                         working_dir=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=environment(cfg))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = _api(uri, "experiments/get-by-name?experiment_name=clustered")["experiment"]
+    runs = _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                     "filter": "tags.`vgtune.role` = 'trial'", "max_results": 100})["runs"]
+    assert len(runs) == 4
+    nodes = set()
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        metrics = {m["key"] for m in run["data"].get("metrics", [])}
+        assert run["info"]["status"] == "FINISHED" and tags["status"] == "completed"
+        assert {"val_acc", "test_acc", "grad_attenuation_init", "block01/grad_norm"} <= metrics
+        files = _api(uri, f"artifacts/list?run_id={run['info']['run_id']}").get("files", [])
+        assert "gradient_flow.png" in [f["path"] for f in files]
+        nodes.add(tags["vgtune.node"])
+    assert len(nodes) == 2, f"trials ran on {nodes}"
+
+
+def test_unreachable_cluster_fails_fast_naming_the_address(tmp_path):
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    port = free_port()
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(tmp_path / "spec.yaml"), "--address",
+                           f"127.0.0.1:{port}", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                           "--storage", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and time.time() - t0 < 10 + 5  # + interpreter start-up
+    assert f"Ray cluster at 127.0.0.1:{port} is not reachable" in proc.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_unreachable_mlflow_server_fails_fast_naming_the_address(tmp_path):
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    uri = f"http://127.0.0.1:{free_port()}"
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(tmp_path / "spec.yaml"),
+                           "--tracking-uri", uri, "--storage", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and time.time() - t0 < 10 + 5
+    assert f"MLflow tracking server {uri} is not reachable" in proc.stderr
