@@ -3,6 +3,7 @@
 `.ci/run` installs Debian's chromium; the screenshot is kept in .ci-artifacts/.
 """
 
+import re
 import shutil
 import subprocess
 
@@ -35,18 +36,23 @@ def test_mlflow_ui_shows_the_trial_runs(tmp_path):
 
     client = MlflowClient(outcome.tracking_uri)
     exp = client.get_experiment_by_name("ui")
-    names = [r.info.run_name for r in client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")]
-    assert len(names) == 2
+    trials = client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
+    (sweep_run,) = client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'sweep'")
+    assert len(trials) == 2
     port = free_port()
     server = start_mlflow_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
+    base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
+    shots = REPO / ".ci-artifacts"
+    shots.mkdir(exist_ok=True)
     try:
-        url = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}?isComparingRuns=false&expandRows=true"
-        dom = _chromium(tmp_path, url, "--dump-dom").stdout
-        shots = REPO / ".ci-artifacts"
-        shots.mkdir(exist_ok=True)
-        _chromium(tmp_path, url, f"--screenshot={shots / 'mlflow_ui.png'}")
+        page = _chromium(tmp_path, f"{base}/runs", "--dump-dom").stdout
+        _chromium(tmp_path, f"{base}/runs", f"--screenshot={shots / 'mlflow_ui.png'}")
+        run_pages = [_chromium(tmp_path, f"{base}/runs/{r.info.run_id}", "--dump-dom").stdout for r in trials]
     finally:
         stop(server)
-    for name in names:
-        assert name in dom, f"trial run {name} not on the experiment page"
+    # The experiment page lists the sweep's parent run with its two trials folded under it...
+    assert sweep_run.info.run_name in page and re.search(r">3<.{0,80}matching runs", page)
+    # ...and each trial's page opens from there with its name.
+    for run, dom in zip(trials, run_pages):
+        assert run.info.run_name in dom, f"trial run {run.info.run_name} page did not render"
     assert (shots / "mlflow_ui.png").stat().st_size > 10_000

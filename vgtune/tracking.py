@@ -95,7 +95,9 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    # The kind tag makes the MLflow 3 UI open on the runs table, not the GenAI trace overview.
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name),
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def git_commit() -> str:
@@ -288,7 +290,9 @@ class MLflowTracker(tune.Callback):
             metrics += epoch_metrics({"grad_attenuation": result.get("grad_attenuation_init"), "layers": init}, 0, now)
             if _finite(result.get("grad_attenuation_init")):
                 metrics.append(Metric("grad_attenuation_init", float(result["grad_attenuation_init"]), now, 0))
-        tags = [RunTag("vgtune.epoch", str(epoch))] + ([RunTag("vgtune.node", result["node"])] if "node" in result else [])
+        tags = [RunTag("vgtune.epoch", str(epoch))]
+        if "node" in result:
+            tags.append(RunTag("vgtune.node", result["node"]))
         log_metrics(self.client, run_id, metrics, tags)
         self._steps[tid] = epoch
 
