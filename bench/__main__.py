@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for name in args.suites:
         print(f"== {name}", flush=True)
-        rows.extend(importlib.import_module(SUITES[name]).run())
+        suite_rows = importlib.import_module(SUITES[name]).run()
+        for r in suite_rows:
+            print(f"   {r['name']}: {r['value']:.3f} (target {r.get('target', '')})", flush=True)
+        rows.extend(suite_rows)
     print()
     print(f"{'benchmark':<58} {'value':>10} {'target':>10}  ok")
     failed = 0

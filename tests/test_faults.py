@@ -21,7 +21,7 @@ SPEC = """
 name: {name}
 parameters:
   depth: [6, 8]
-  seed: [0, 1]
+  norm: [none, batch]
 fixed: {{width: 16, epochs: {epochs}, init: kaiming_normal, lr: 0.02}}
 stop: {{gradient_collapse: false}}
 max_failures: 2
@@ -115,7 +115,7 @@ def test_sigterm_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path):
     straight = subprocess.run(_cmd(other, spec, f"sqlite:///{other}/mlflow.db", "--num-cpus", "1"),
                               capture_output=True, text=True, timeout=400)
     assert straight.returncode == 0
-    cols = ["depth", "seed", "status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
+    cols = ["depth", "norm", "status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
             "grad_attenuation_final", "epochs_run"]
     a = pd.read_csv(tmp_path / "reports" / "term" / "trials.csv")[cols]
     b = pd.read_csv(other / "reports" / "term" / "trials.csv")[cols]

@@ -25,6 +25,9 @@ MITIGATION_FACTORS = ("init", "norm", "residual", "activation", "pool", "dropout
 BASELINE = {"init": "default", "norm": "none", "residual": "none", "pool": "none", "dropout": 0.0,
             "weight_decay": 0.0, "optimizer": "sgd"}
 ACTIVATION_BASELINES = ("sigmoid", "tanh", "relu")
+EFFECT_COLUMNS = ["mitigation", "factor", "value", "depth", "n", "paired", "baseline_acc", "mitigated_acc",
+                  "delta_test_acc", "ci_low", "ci_high", "delta_attenuation", "rescued", "unhealthy_baselines",
+                  "transitions", "rank"]
 BOOTSTRAP = 2000
 DEGRADATION_DROP = 0.10  # accuracy lost from the shallowest to the deepest depth that counts as a drop
 
@@ -96,9 +99,9 @@ def effects(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             for depth, mit in grp.groupby("depth"):
                 ref = plain[plain["depth"] == depth]
                 rows.append(_effect(factor, value, depth, mit, ref, context, rng))
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-1])
     if out.empty:
-        return out
+        return out.assign(rank=pd.Series(dtype=float))
     deepest = out["depth"].max()
     score = out[out["depth"] == deepest].set_index("mitigation")["delta_test_acc"]
     out["rank"] = out["mitigation"].map(score.rank(ascending=False, method="min"))
