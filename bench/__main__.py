@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         suite_rows = importlib.import_module(SUITES[name]).run()
         for r in suite_rows:
             print(f"   {r['name']}: {r['value']:.3f} (target {r.get('target', '')})", flush=True)
-        rows.extend(suite_rows)
+        rows.extend({**r, "ok": None if r.get("ok") is None else bool(r["ok"])} for r in suite_rows)
     print()
     print(f"{'benchmark':<58} {'value':>10} {'target':>10}  ok")
     failed = 0

@@ -130,8 +130,7 @@ def test_mlflow_server_restarted_mid_sweep_loses_nothing(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
     spec = _write(tmp_path, "restart", epochs=6)
-    proc = subprocess.Popen(_cmd(tmp_path, spec, uri, "--no-report"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_cmd(tmp_path, spec, uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert _wait_for(lambda: len(_runs(uri, "restart")[1]) >= 1)
         stop(server)
@@ -144,6 +143,8 @@ def test_mlflow_server_restarted_mid_sweep_loses_nothing(tmp_path):
         _complete_histories(client, runs, 6)
         for r in runs:
             assert "gradient_flow.png" in [a.path for a in client.list_artifacts(r.info.run_id)]
+        # The report at the end of the sweep read the runs back through the server.
+        assert len(pd.read_csv(tmp_path / "reports" / "restart" / "trials.csv")) == 4
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,13 +6,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
 def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Figure:
     """||dL/dh_l|| against block l, one line per epoch (epoch 0 = initialization), log scale."""
-    fig = Figure(figsize=(6, 3.6), dpi=90)  # not pyplot: drawn on the tracker's writer thread
+    # Not pyplot: drawn on the tracker's writer thread, once per trial, so kept cheap:
+    # a fixed layout (no tight_layout pass), few plain-text log ticks (no mathtext parsing).
+    fig = Figure(figsize=(6, 3.6), dpi=90)
     ax = fig.subplots()
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.14)
     cmap = matplotlib.colormaps["viridis"]
     last = max((e for e, _ in probes), default=1) or 1
     for epoch, norms in probes:
@@ -21,13 +25,15 @@ def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Fig
         ax.plot(blocks, safe, marker="o", ms=2.5, lw=1.2, color=cmap(epoch / last),
                 label="init" if epoch == 0 else f"epoch {epoch}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(numticks=7))
+    ax.yaxis.set_major_formatter(ticker.LogFormatter())
+    ax.yaxis.set_minor_locator(ticker.NullLocator())  # minor ticks over many decades cost most of the draw
     ax.set_xlabel("block l (input side -> output side)")
     ax.set_ylabel("||dL/dh_l||")
     ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     if len(probes) <= 12:
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 

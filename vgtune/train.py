@@ -279,6 +279,63 @@ def _record_init(result: TrialResult, records: list[dict[str, list[float]]]) -> 
     result.summary["grad_attenuation_init"] = summarize(series)["grad_attenuation"]
 
 
+@dataclass
+class _Epoch:
+    """What one pass over the training split produced."""
+
+    train_loss: float  # mean over the steps (non-finite if it diverged)
+    train_acc: float  # on the training batches, as they were trained
+    series: dict[str, list[float]] | None  # the epoch's last regular probe
+    seconds: float  # inside the training loop
+
+
+def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
+                 init_records: list | None) -> _Epoch:
+    """One pass; probes only on probed steps (the first step of a fresh run completes the init probe)."""
+    cfg, t0 = s.cfg, time.perf_counter()
+    loss_sum = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device)
+    series = None
+    for i, (xb, yb) in enumerate(data_mod.train_batches(s.data.x_train, s.data.y_train, cfg.batch_size,
+                                                        s.generator)):
+        step = (epoch - 1) * steps + i + 1
+        probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
+        with s.probe.capture() if probing else contextlib.nullcontext():
+            loss, logits = _loss(s, xb, yb)
+            s.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if probing:
+            s.probe.snapshot()
+        s.optimizer.step()
+        loss_sum += loss.detach()  # stays on the device: no sync between probes
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if not probing:
+            continue
+        probed = s.probe.read()
+        if init_records is not None:
+            _record_init(result, init_records + [probed])
+            init_records = None
+        if step % probe_every == 0:
+            series = probed
+            result.layers.append({"step": step, "epoch": epoch, "series": probed})
+        if not math.isfinite(loss.item()) or loss.item() > cfg.diverge_loss:
+            break
+    train_loss = loss_sum.item() / steps
+    return _Epoch(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
+
+
+def _epoch_row(s: _Setup, epoch: int, ep: _Epoch, latest: dict[str, float], status: str,
+               thresholds: Thresholds) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    val_acc, test_acc = evaluate(s)
+    row = {"epoch": epoch, "train_loss": ep.train_loss, "train_acc": ep.train_acc, "val_acc": val_acc,
+           "test_acc": test_acc, "eval_seconds": time.perf_counter() - t0, **latest, "status": status}
+    if latest:
+        row["diagnosis"] = diagnose(status, latest["grad_attenuation"], latest["dead_frac"],
+                                    latest["saturated_frac"], thresholds)
+    return row
+
+
 def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
           resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None) -> TrialResult:
     """Train one configuration; never raises for a diverging run (status 'diverged').
@@ -297,63 +354,29 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
         result, start = TrialResult(config=cfg.to_dict()), 0
         if cfg.probes:
             init_records = measure_init(s, cfg.init_probe_batches - 1)
-    x, y = s.data.x_train, s.data.y_train
-    steps = max(1, x.shape[0] // cfg.batch_size)
+    steps = max(1, s.data.x_train.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
-    seconds = result.summary.get("train_seconds", 0.0)  # inside the epochs' training loops
-    eval_seconds = result.summary.get("eval_seconds", 0.0)  # per-epoch validation and test passes
+    totals = {"train_seconds": result.summary.get("train_seconds", 0.0),  # inside the training loops
+              "eval_seconds": result.summary.get("eval_seconds", 0.0)}  # per-epoch validation and test passes
     latest: dict[str, float] = {}  # summary of the most recent probe
     for epoch in range(start + 1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=s.device)
-        correct = torch.zeros((), device=s.device)
-        last_series = None
-        for i, (xb, yb) in enumerate(data_mod.train_batches(x, y, cfg.batch_size, s.generator)):
-            step = (epoch - 1) * steps + i + 1
-            probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
-            with s.probe.capture() if probing else contextlib.nullcontext():
-                loss, logits = _loss(s, xb, yb)
-                s.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            if probing:
-                s.probe.snapshot()
-            s.optimizer.step()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-            if probing:
-                series = s.probe.read()
-                if init_records is not None:
-                    _record_init(result, init_records + [series])
-                    init_records = None
-                if step % probe_every == 0:
-                    last_series = series
-                    result.layers.append({"step": step, "epoch": epoch, "series": series})
-                if not math.isfinite(loss.item()) or loss.item() > cfg.diverge_loss:
-                    break
-        train_loss = loss_sum.item() / steps
-        t1 = time.perf_counter()
-        seconds += t1 - t0
-        diverged = not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
-        val_acc, test_acc = evaluate(s)
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / (steps * cfg.batch_size),
-               "val_acc": val_acc, "test_acc": test_acc}
-        eval_seconds += time.perf_counter() - t1
-        row.update(train_seconds=seconds, eval_seconds=eval_seconds)
-        if last_series is not None:
-            latest = summarize(last_series)
-        row.update(latest)
+        ep = _train_epoch(s, result, epoch, steps, probe_every, init_records)
+        init_records = None
+        if ep.series is not None:
+            latest = summarize(ep.series)
+        diverged = not math.isfinite(ep.train_loss) or ep.train_loss > cfg.diverge_loss
         status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
-        row["status"] = status
-        if latest:
-            row["diagnosis"] = diagnose(status, latest["grad_attenuation"], latest["dead_frac"],
-                                        latest["saturated_frac"], thresholds)
+        row = _epoch_row(s, epoch, ep, latest, status, thresholds)
+        totals["train_seconds"] += ep.seconds
+        totals["eval_seconds"] += row["eval_seconds"]
+        row.update(totals)
         result.history.append(row)
-        result.summary.update(train_seconds=seconds, eval_seconds=eval_seconds)
+        result.summary.update(totals)
         if diverged:
             result.status = "diverged"
-            result.error = f"training loss {train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
+            result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
         init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
-        report = EpochReport(metrics=row, layers=last_series, summary=result.summary, final=status != "running",
+        report = EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != "running",
                              init_layers=init_layers, state=lambda e=epoch: _state(s, result, e))
         stop = on_epoch(report) if on_epoch is not None else None
         if diverged:
