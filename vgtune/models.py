@@ -265,12 +265,8 @@ def lsuv_(model: CNN, sample: torch.Tensor, tol: float = 0.05, max_iter: int = 1
     model.train(was_training)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 __all__ = [
     "ACTIVATIONS", "NORMS", "RESIDUALS", "POOLS", "INITS", "RELU_FAMILY", "SATURATING",
     "ModelConfig", "CNN", "Block", "build_model", "init_weights", "lsuv_",
-    "get_activation", "get_norm", "get_init", "count_parameters",
+    "get_activation", "get_norm", "get_init",
 ]

@@ -43,8 +43,7 @@ class SweepOutcome:
     path: str  # Tune experiment folder
     tracking_uri: str
     wall_seconds: float  # Tuner.fit() wall time
-    trials: list[dict[str, Any]] = field(default_factory=list)  # last result and status of each trial
-    parent_run_id: str | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
 
 
 def _check_address(address: str, timeout: float = 10.0) -> None:

@@ -30,14 +30,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from vgtune import plots
-from vgtune.gradflow import SERIES
 from vgtune.stopper import GradientCollapseStopper
 from vgtune.writer import BackgroundWriter
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
               "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
-FACTORS = ("depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed", "dataset")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
@@ -334,5 +332,4 @@ def flush_all() -> None:
 
 atexit.register(flush_all)
 
-__all__ = ["MLflowTracker", "resolve_uri", "check_uri", "log_metrics", "epoch_metrics", "flush_all", "FACTORS",
-           "SERIES"]
+__all__ = ["MLflowTracker", "resolve_uri", "check_uri", "log_metrics", "epoch_metrics", "flush_all"]
