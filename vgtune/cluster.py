@@ -91,8 +91,7 @@ def _wait_for_job_api(cfg: ClusterConfig, timeout: float = 90) -> None:
                               capture_output=True, text=True, timeout=60, env=environment(cfg))
         if proc.returncode == 0:
             return
-        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
-        last = last[0]
+        last = (proc.stdout + proc.stderr).strip().rpartition("\n")[2]
         time.sleep(1)
     raise RuntimeError(f"the job API at {cfg.dashboard} did not accept a job in {timeout:.0f}s: {last}")
 

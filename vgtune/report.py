@@ -18,8 +18,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from vgtune import plots, ranking
-from vgtune.runs import EXTRA_FACTORS, FACTORS, RESULTS, last_experiment, load_trials  # noqa: F401
+from vgtune.runs import EXTRA_FACTORS, FACTORS, RESULTS, last_experiment, latest_sweep_run, load_trials  # noqa: F401
 
+METHOD = " ".join(ranking.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
 PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
 
 
@@ -126,7 +127,7 @@ def _findings(df: pd.DataFrame, rank: pd.DataFrame, trends: pd.DataFrame) -> lis
 
 def _markdown(name: str, findings: list[str], tables: dict[str, pd.DataFrame], images: list[str]) -> str:
     parts = [f"# vgtune report: {name}\n", *[f"- {line}" for line in findings], ""]
-    parts.append(ranking.__doc__.split("\n\n")[1].replace("\n", " ") + "\n")
+    parts.append(METHOD + "\n")
     for title, table in tables.items():
         parts += [f"## {title}\n", markdown_table(table)]
     parts += ["## Plots\n"] + [f"![{img}]({img})\n" for img in images]
@@ -140,7 +141,7 @@ def _html(name: str, findings: list[str], tables: dict[str, pd.DataFrame], image
              "img{max-width:100%;margin:0.5em 0}")
     body = [f"<h1>vgtune report: {html.escape(name)}</h1><ul>"]
     body += [f"<li>{html.escape(line).replace('**', '')}</li>" for line in findings] + ["</ul>"]
-    body.append(f"<p>{html.escape(ranking.__doc__.split(chr(10) * 2)[1])}</p>")
+    body.append(f"<p>{html.escape(METHOD)}</p>")
     for title, table in tables.items():
         body.append(f"<h2>{html.escape(title)}</h2>")
         body.append(table.head(60).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")
@@ -156,10 +157,9 @@ def _html(name: str, findings: list[str], tables: dict[str, pd.DataFrame], image
 def _log_to_parent(uri: str, experiment: str, folder: Path) -> None:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'sweep'", max_results=1,
-                              order_by=["start_time DESC"])
-    if runs:
-        client.log_artifacts(runs[0].info.run_id, str(folder), "report")
+    run = latest_sweep_run(client, [exp.experiment_id])
+    if run is not None:
+        client.log_artifacts(run.info.run_id, str(folder), "report")
 
 
 def write(df: pd.DataFrame, name: str, folder: Path) -> tuple[list[str], pd.DataFrame]:

@@ -34,14 +34,20 @@ def experiments(uri: str) -> list[str]:
     return [e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default"]
 
 
+def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
+    """The most recently started sweep (parent) run among these experiments, or None."""
+    runs = client.search_runs(experiment_ids, "tags.`vgtune.role` = 'sweep'", max_results=1,
+                              order_by=["start_time DESC"])
+    return runs[0] if runs else None
+
+
 def last_experiment(uri: str) -> str:
     """The experiment of the most recently started sweep."""
     client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, "tags.`vgtune.role` = 'sweep'", max_results=1, order_by=["start_time DESC"])
-    if not runs:
+    run = latest_sweep_run(client, [e.experiment_id for e in client.search_experiments()])
+    if run is None:
         raise UnknownExperiment(f"no vgtune sweep in {uri} yet; run `make sweep` first")
-    return client.get_experiment(runs[0].info.experiment_id).name
+    return client.get_experiment(run.info.experiment_id).name
 
 
 def _require(uri: str, experiment: str) -> str:

@@ -98,14 +98,20 @@ def _find_resumable(storage: Path, name: str) -> Path:
                     "run it without --resume first")
 
 
+def _trainable(spec: SweepSpec):
+    from ray import tune
+
+    from vgtune.trial import run_trial
+
+    return tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
     from ray import tune
 
     from vgtune.stopper import GradientCollapseStopper
     from vgtune.tracking import MLflowTracker
-    from vgtune.trial import run_trial
 
-    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
                if spec.stop.gradient_collapse else None)
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
@@ -124,16 +130,13 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
     param_space = {"train": tune.grid_search(spec.trials), **extra}
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def _restore(spec: SweepSpec, path: Path):
     from ray import tune
 
-    from vgtune.trial import run_trial
-
-    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(str(path), _trainable(spec), resume_unfinished=True, resume_errored=True)
 
 
 def prepare(spec: SweepSpec, options: SweepOptions) -> str:

@@ -318,7 +318,8 @@ def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_e
         if step % probe_every == 0:
             series = probed
             result.layers.append({"step": step, "epoch": epoch, "series": probed})
-        if not math.isfinite(loss.item()) or loss.item() > cfg.diverge_loss:
+        value = loss.item()  # a probed step syncs anyway
+        if not math.isfinite(value) or value > cfg.diverge_loss:
             break
     train_loss = loss_sum.item() / steps
     return _Epoch(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
