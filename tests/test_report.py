@@ -107,6 +107,12 @@ def test_unknown_experiment_lists_existing(store):
         runs.load_trials(uri, "nope")
 
 
+def test_unknown_sweep_folder_lists_the_sweeps(store):
+    uri, _ = store
+    with pytest.raises(runs.UnknownExperiment, match="no runs of sweep 'known-9'.*its sweeps: known-1"):
+        runs.load_trials(uri, "known", sweep="known-9")
+
+
 def test_running_sweep_is_reported_as_far_as_it_got(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

@@ -64,6 +64,11 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataF
     filt = "tags.`vgtune.role` = 'trial'" + (f" and tags.`vgtune.sweep` = '{sweep}'" if sweep else "")
     mlflow.set_tracking_uri(uri)
     raw = mlflow.search_runs([exp_id], filter_string=filt, max_results=100000, output_format="pandas")
+    if sweep and raw.empty:
+        sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in MlflowClient(uri).search_runs(
+            [exp_id], "tags.`vgtune.role` = 'sweep'", max_results=1000)} - {""})
+        raise UnknownExperiment(f"no runs of sweep {sweep!r} in experiment {experiment!r}; "
+                                f"its sweeps: {', '.join(sweeps) or '(none)'}")
     return tidy(raw)
 
 
