@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vgtune.data import DataConfig, DataError, load, train_batches
+from vgtune.data import DATASETS, DataConfig, DataError, load, train_batches
 
 
 def test_digits_split_is_deterministic_and_disjoint():
@@ -11,6 +11,15 @@ def test_digits_split_is_deterministic_and_disjoint():
     assert n == 1797 and a.input_shape == (1, 8, 8) and a.num_classes == 10
     c = load(DataConfig(split_seed=4))
     assert not torch.equal(a.y_train, c.y_train)
+
+
+def test_digits_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    x, y, *_ = DATASETS["digits"](DataConfig())
+    bunch = load_digits()
+    assert torch.equal(x, torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0)
+    assert torch.equal(y, torch.tensor(bunch.target))
 
 
 def test_normalization_uses_training_split_only():
