@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vgtune.runs import UnknownExperiment
 from vgtune.spec import SpecError
+from vgtune.writer import TrackingError
 
 
 def _add_sweep(sub) -> None:
@@ -76,7 +77,8 @@ def cmd_sweep(args) -> int:
     counts: dict[str, int] = {}
     for t in outcome.trials:
         counts[t["last"].get("status", "error")] = counts.get(t["last"].get("status", "error"), 0) + 1
-    print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s")
+    print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s, "
+          f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
     print(f"Tune results:  {outcome.path}")
     print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r}; browse with `make ui`)")
     if not args.no_report:
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, UnknownExperiment) as exc:
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 2
+    except TrackingError as exc:
+        print(f"vgtune: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vgtune: interrupted; state is saved, continue with --resume", file=sys.stderr)
         return 130

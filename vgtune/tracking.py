@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from vgtune import plots
 from vgtune.stopper import GradientCollapseStopper
-from vgtune.writer import BackgroundWriter
+from vgtune.writer import BackgroundWriter, TrackingError, Unavailable
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
@@ -187,6 +187,11 @@ class MLflowTracker(tune.Callback):
 
     # -- sweep ------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
+        # Queued like every write: creating a fresh store (schema migrations) takes seconds
+        # that would otherwise delay the first trials.
+        self.writer.submit(self._start)
+
+    def _start(self) -> None:
         self.exp_id = experiment_id(self.client, self.uri, self.experiment)
         self._adopt_existing_runs()
         resumed = bool(self._runs)
@@ -213,9 +218,9 @@ class MLflowTracker(tune.Callback):
                     self.counts[status] = self.counts.get(status, 0) + 1
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.flush()
         if self.parent_run_id is None:
             return
-        self.writer.flush()
         tags = [RunTag(f"trials.{k}", str(v)) for k, v in sorted(self.counts.items())]
         if self.writer.failures:
             tags.append(RunTag("vgtune.write_failures", str(len(self.writer.failures))))
@@ -261,6 +266,8 @@ class MLflowTracker(tune.Callback):
 
     # -- writer thread ----------------------------------------------------------
     def _run_for(self, tid: str, cfg: dict[str, Any]) -> str:
+        if self.parent_run_id is None:
+            raise Unavailable(f"no sweep run in {self.uri} (its creation failed), so no trial run")
         if tid not in self._runs:
             run = self.client.create_run(self.exp_id, run_name=f"{trial_name(cfg)}-{tid}", tags={
                 "mlflow.parentRunId": self.parent_run_id, "vgtune.role": "trial",
@@ -299,7 +306,7 @@ class MLflowTracker(tune.Callback):
         run_id = self._run_for(tid, cfg)
         now, step = int(time.time() * 1000), int(last.get("epoch", 0))
         final = {"grad_attenuation_final": last.get("grad_attenuation"), "epochs_run": step,
-                 "train_seconds": last.get("train_seconds")}
+                 "train_seconds": last.get("train_seconds"), "setup_seconds": last.get("setup_seconds")}
         metrics = [Metric(k, float(v), now, step) for k, v in final.items() if _finite(v)]
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         probes = self._probes.pop(tid, [])
@@ -325,11 +332,23 @@ _ACTIVE: list[MLflowTracker] = []  # trackers of this process, flushed by `flush
 
 
 def flush_all() -> None:
-    """Wait for every queued MLflow write of this process (call after `Tuner.fit`)."""
+    """Wait for every queued MLflow write of this process (call after `Tuner.fit`).
+
+    Raises TrackingError if a sweep's MLflow run could not be created, so nothing was recorded.
+    """
+    broken = []
+    while _ACTIVE:
+        tracker = _ACTIVE.pop()
+        tracker.flush()
+        if tracker.parent_run_id is None:
+            broken.append(tracker)
+    if broken:
+        failures = broken[0].writer.failures
+        raise TrackingError(f"nothing was recorded in MLflow {broken[0].uri}: "
+                            f"{failures[0] if failures else 'the sweep run was not created'}")
+
+
+@atexit.register
+def _flush_at_exit() -> None:
     for tracker in _ACTIVE:
         tracker.flush()
-
-
-atexit.register(flush_all)
-
-__all__ = ["MLflowTracker", "resolve_uri", "check_uri", "log_metrics", "epoch_metrics", "flush_all"]

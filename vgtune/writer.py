@@ -18,6 +18,14 @@ from collections.abc import Callable
 log = logging.getLogger("vgtune.tracking")
 
 
+class TrackingError(RuntimeError):
+    """The tracking store could not be written at all (raised after the sweep, by `flush_all`)."""
+
+
+class Unavailable(Exception):
+    """Raised by a write that cannot succeed however often it is retried (recorded, not retried)."""
+
+
 class BackgroundWriter:
     def __init__(self, retries: int = 8, backoff: float = 0.5, max_delay: float = 30.0):
         self.retries = retries  # attempts after the first failure
@@ -55,6 +63,9 @@ class BackgroundWriter:
         for attempt in range(self.retries + 1):
             try:
                 fn()
+                return
+            except Unavailable as exc:
+                self.failures.append(f"{getattr(fn, '__name__', 'write')}: {exc}")
                 return
             except Exception as exc:  # a write must never take the sweep down
                 if attempt == self.retries:
