@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -58,15 +59,16 @@ def test_history_and_layer_series_shape():
     assert r.layers[0]["epoch"] == 0 and len(r.layers) == 3  # init + one probe per epoch
     assert all(len(v) == 4 for v in r.layers[-1]["series"].values())
     for key in ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                "train_seconds", "epochs_run"):
+                "train_seconds", "eval_seconds", "setup_seconds", "epochs_run"):
         assert key in r.summary
+    assert 0 < r.summary["setup_seconds"] and 0 < r.summary["eval_seconds"] < r.summary["train_seconds"]
 
 
 def test_on_epoch_can_stop_and_resume_continues():
     states = []
 
     def on_epoch(report):
-        states.append(report.state())
+        states.append(copy.deepcopy(report.state()))
         return report.metrics["epoch"] == 1
 
     cfg = TrainConfig(depth=3, width=8, epochs=3)

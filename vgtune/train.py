@@ -11,7 +11,6 @@ talks to Ray Tune; `resume` continues from such a checkpoint.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import time
@@ -126,7 +125,7 @@ class EpochReport:
     summary: dict[str, Any]  # the trial's summary so far (grad_attenuation_init, train_seconds)
     final: bool  # no epoch follows this one (last epoch, or diverged)
     init_layers: dict[str, list[float]] | None  # per-block series at initialization (first epoch only)
-    state: Callable[[], dict[str, Any]]  # builds a checkpoint for `train(..., resume=...)`
+    state: Callable[[], dict[str, Any]]  # checkpoint for `train(..., resume=...)`; live tensors: save or copy it
 
 
 @dataclass
@@ -229,10 +228,12 @@ def evaluate(s: _Setup, batch_size: int = 1024) -> tuple[float, float]:
 
 
 def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
+    # References to the live tensors, not copies (a deep copy of a 24-block model costs
+    # more than saving it): serialize before training continues.
     return {
         "epoch": epoch,
-        "model": copy.deepcopy(s.model.state_dict()),
-        "optimizer": copy.deepcopy(s.optimizer.state_dict()),
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
         "generator": s.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "result": result.to_dict(),
@@ -344,6 +345,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     `on_epoch` may return True to stop the trial early (status 'stopped').
     """
     thresholds = thresholds or Thresholds()
+    t0 = time.perf_counter()
     s = setup(cfg)
     s.probe.saturation_eps = thresholds.saturation_eps
     # grad_attenuation_init averages init_probe_batches batches before the first
@@ -358,7 +360,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     steps = max(1, s.data.x_train.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
     totals = {"train_seconds": result.summary.get("train_seconds", 0.0),  # inside the training loops
-              "eval_seconds": result.summary.get("eval_seconds", 0.0)}  # per-epoch validation and test passes
+              "eval_seconds": result.summary.get("eval_seconds", 0.0),  # per-epoch validation and test passes
+              # data, model, optimizer and the extra init-probe batches (once per start)
+              "setup_seconds": result.summary.get("setup_seconds", 0.0) + time.perf_counter() - t0}
     latest: dict[str, float] = {}  # summary of the most recent probe
     for epoch in range(start + 1, cfg.epochs + 1):
         ep = _train_epoch(s, result, epoch, steps, probe_every, init_records)
