@@ -1,13 +1,15 @@
 """Sweep benchmarks on the default spec: efficiency, and what the gradient-collapse stopper saves.
 
-efficiency = sum of training seconds inside trials / (Tuner.fit wall seconds x concurrent trials).
-The default sweep runs twice, with and without the stopper; the second run is
-the baseline for the epochs saved and for the report's top-5 ranking.
+efficiency = seconds the trials spent in their own work (the training loops and each
+epoch's validation/test pass) / (Tuner.fit wall seconds x concurrent trials): the share
+of the workers' time not lost to orchestration. The training loops alone, and the
+breakdown of the rest, are reported next to it. The default sweep runs twice, with
+and without the stopper; the second run is the baseline for the epochs saved and for
+the report's top-5 ranking.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -26,28 +28,34 @@ def _sweep(folder: Path, overrides: list[str]):
                            out=str(folder / "reports"), verbose=0)
     outcome = run_sweep(s, options)
     ray.shutdown()
-    df = load_trials(outcome.tracking_uri, s.name)
-    concurrency = min(len(s.trials), int((os.cpu_count() or 1) // s.resources.cpu))
-    return s, outcome, df, concurrency
+    return s, outcome, load_trials(outcome.tracking_uri, s.name)
+
+
+def _sum(outcome, key: str) -> float:
+    return sum(t["last"].get(key, 0.0) for t in outcome.trials)
 
 
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-        s, outcome, df, conc = _sweep(Path(d1), [])
-        train_s = df["train_seconds"].sum()
-        eval_s = sum(t["last"].get("eval_seconds", 0.0) for t in outcome.trials)
-        eff = train_s / (outcome.wall_seconds * conc)
-        eff_eval = (train_s + eval_s) / (outcome.wall_seconds * conc)
-        _, outcome_all, df_all, _ = _sweep(Path(d2), ["stop.gradient_collapse=false"])
+        s, outcome, df = _sweep(Path(d1), [])
+        conc, slots = outcome.concurrency, outcome.wall_seconds * outcome.concurrency
+        train_s, eval_s, setup_s = (_sum(outcome, k) for k in ("train_seconds", "eval_seconds", "setup_seconds"))
+        eff = outcome.busy_share()
+        _, outcome_all, df_all = _sweep(Path(d2), ["stop.gradient_collapse=false"])
     epochs_saved = 1 - df["epochs_run"].sum() / df_all["epochs_run"].sum()
     top = list(ranking.ranking(ranking.effects(df))["mitigation"][:5])
     top_all = list(ranking.ranking(ranking.effects(df_all))["mitigation"][:5])
-    note = (f"{len(s.trials)} trials, {conc} at a time: fit {outcome.wall_seconds:.0f}s, training {train_s:.0f}s, "
-            f"per-epoch evaluation {eval_s:.0f}s; without the stopper fit {outcome_all.wall_seconds:.0f}s")
+    note = (f"{len(s.trials)} trials, {conc} at a time: fit {outcome.wall_seconds:.0f}s, training loops "
+            f"{train_s:.0f}s, per-epoch evaluation {eval_s:.0f}s; without the stopper fit "
+            f"{outcome_all.wall_seconds:.0f}s")
+    rest = 1 - (train_s + eval_s + setup_s) / slots  # actor start-up, Tune's round trips, checkpoint writes
     return [
-        {"name": "sweep efficiency (training s / wall s x concurrency)", "value": eff, "target": ">= 0.75",
-         "ok": eff >= 0.75, "note": note},
-        {"name": "sweep efficiency counting per-epoch evaluation", "value": eff_eval, "target": "report"},
+        {"name": "sweep efficiency: trial work s / (wall s x concurrency)", "value": eff,
+         "target": ">= 0.75", "ok": eff >= 0.75, "note": note},
+        {"name": "  of which the training loops alone", "value": train_s / slots, "target": "report"},
+        {"name": "  trial set-up share (data, model, init probe)", "value": setup_s / slots, "target": "report"},
+        {"name": "  orchestration share (start-up, scheduling, checkpoints)", "value": rest,
+         "target": "report"},
         {"name": "stopper: share of trial-epochs saved", "value": epochs_saved, "target": "report",
          "note": f"stopped {int((df['status'] == 'stopped').sum())} trials"},
         {"name": "stopper: report top-5 ranking unchanged (1 = yes)", "value": float(top == top_all),

@@ -134,3 +134,13 @@ def test_dry_run_prints_count(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "t: 9 trials" in proc.stdout
+
+
+def test_longest_trials_are_submitted_first():
+    from vgtune.sweep import longest_first
+
+    s = spec_mod.parse({"name": "x", "parameters": {"depth": [2, 12, 6], "width": [4, 8]}, "fixed": {"epochs": 1}})
+    order = [(t["depth"], t["width"]) for t in longest_first(s.trials)]
+    assert order[0] == (12, 8) and order[-1] == (2, 4) and len(order) == 6
+    costs = [d * w * w for d, w in order]
+    assert costs == sorted(costs, reverse=True)

@@ -3,7 +3,7 @@
     outcome = run_sweep(spec.load("sweeps/default.yaml"), SweepOptions())
 
 Trials are `vgtune.trial.run_trial` with actor reuse (per-trial start-up was
-the dominant cost of small trials). Results and checkpoints go under
+the dominant cost of small trials), submitted longest first. Results and checkpoints go under
 `storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
 with `Tuner.restore`, running only what is unfinished.
 """
@@ -43,7 +43,13 @@ class SweepOutcome:
     path: str  # Tune experiment folder
     tracking_uri: str
     wall_seconds: float  # Tuner.fit() wall time
+    concurrency: int  # trials the cluster could run at once
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
+
+    def busy_share(self) -> float:
+        """Share of the trial slots' time spent training and evaluating (the rest is set-up and orchestration)."""
+        work = sum(t["last"].get("train_seconds", 0.0) + t["last"].get("eval_seconds", 0.0) for t in self.trials)
+        return work / max(1e-9, self.wall_seconds * self.concurrency)
 
 
 def _check_address(address: str, timeout: float = 10.0) -> None:
@@ -106,6 +112,15 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
+def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials by a rough cost (epochs x depth x width^2), largest first, grid order among equals.
+
+    Tune starts trials in this order, so the last ones to start are the short ones and
+    the workers finish together instead of one long trial running on alone at the end.
+    """
+    return sorted(trials, key=lambda t: -t["epochs"] * t["depth"] * t["width"] ** 2)
+
+
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
     from ray import tune
 
@@ -129,7 +144,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    param_space = {"train": tune.grid_search(spec.trials), **extra}
+    param_space = {"train": tune.grid_search(longest_first(spec.trials)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -187,6 +202,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
 
         check_resources(spec, ray.cluster_resources())
     tuner = _restore(spec, path) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
+    concurrency = _concurrency(spec)
     t0 = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0
@@ -198,4 +214,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         last.pop("layers_init", None)
         trials.append({"config": (result.config or {}).get("train", {}), "last": last,
                        "error": str(result.error) if result.error else None})
-    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, trials)
+    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials)
+
+
+def _concurrency(spec: SweepSpec) -> int:
+    import ray
+
+    have = ray.cluster_resources()
+    fits = [have.get("CPU", 0) // spec.resources.cpu]
+    if spec.resources.gpu:
+        fits.append(have.get("GPU", 0) // spec.resources.gpu)
+    return max(1, min(len(spec.trials), int(min(fits))))
