@@ -25,8 +25,6 @@ def test_tiny_sweep_logs_one_child_run_per_trial(tmp_path):
                            "fixed": {"width": 4, "epochs": 2, "init": "kaiming_normal"}})
     outcome = run_sweep(spec, _options(tmp_path))
     assert len(outcome.trials) == 4 and outcome.concurrency == 2 and 0 < outcome.busy_share() < 1
-    kept = sorted(p.name for p in (tmp_path / "runs").glob("tiny-*/*/checkpoint_*"))
-    assert kept == ["checkpoint_000001"] * 4  # the newest of each trial's two
     client, runs = _trial_runs(outcome.tracking_uri, "tiny")
     assert len(runs) == 4
     parents = client.search_runs([runs[0].info.experiment_id], "tags.`vgtune.role` = 'sweep'")

@@ -141,8 +141,9 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # A retry or --resume needs the newest checkpoint only; keeping all filled runs/ (84 MB per default sweep).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        # Every checkpoint is kept: with num_to_keep set, Tune snapshots the whole experiment
+        # state after (almost) every checkpoint, which costs more than the disk it saves.
+        checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
     param_space = {"train": tune.grid_search(longest_first(spec.trials)), **extra}
