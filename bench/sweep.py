@@ -31,15 +31,11 @@ def _sweep(folder: Path, overrides: list[str]):
     return s, outcome, load_trials(outcome.tracking_uri, s.name)
 
 
-def _sum(outcome, key: str) -> float:
-    return sum(t["last"].get(key, 0.0) for t in outcome.trials)
-
-
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
         s, outcome, df = _sweep(Path(d1), [])
         conc, slots = outcome.concurrency, outcome.wall_seconds * outcome.concurrency
-        train_s, eval_s, setup_s = (_sum(outcome, k) for k in ("train_seconds", "eval_seconds", "setup_seconds"))
+        train_s, eval_s, setup_s = map(outcome.seconds, ("train_seconds", "eval_seconds", "setup_seconds"))
         eff = outcome.busy_share()
         _, outcome_all, df_all = _sweep(Path(d2), ["stop.gradient_collapse=false"])
     epochs_saved = 1 - df["epochs_run"].sum() / df_all["epochs_run"].sum()

@@ -46,9 +46,13 @@ class SweepOutcome:
     concurrency: int  # trials the cluster could run at once
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
 
+    def seconds(self, key: str) -> float:
+        """A per-trial time (train_seconds, eval_seconds, setup_seconds) summed over the trials."""
+        return sum(t["last"].get(key, 0.0) for t in self.trials)
+
     def busy_share(self) -> float:
         """Share of the trial slots' time spent training and evaluating (the rest is set-up and orchestration)."""
-        work = sum(t["last"].get("train_seconds", 0.0) + t["last"].get("eval_seconds", 0.0) for t in self.trials)
+        work = self.seconds("train_seconds") + self.seconds("eval_seconds")
         return work / max(1e-9, self.wall_seconds * self.concurrency)
 
 

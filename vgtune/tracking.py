@@ -336,15 +336,15 @@ def flush_all() -> None:
 
     Raises TrackingError if a sweep's MLflow run could not be created, so nothing was recorded.
     """
-    broken = []
+    broken = None
     while _ACTIVE:
         tracker = _ACTIVE.pop()
         tracker.flush()
         if tracker.parent_run_id is None:
-            broken.append(tracker)
-    if broken:
-        failures = broken[0].writer.failures
-        raise TrackingError(f"nothing was recorded in MLflow {broken[0].uri}: "
+            broken = tracker
+    if broken is not None:
+        failures = broken.writer.failures
+        raise TrackingError(f"nothing was recorded in MLflow {broken.uri}: "
                             f"{failures[0] if failures else 'the sweep run was not created'}")
 
 

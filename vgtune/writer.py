@@ -64,11 +64,8 @@ class BackgroundWriter:
             try:
                 fn()
                 return
-            except Unavailable as exc:
-                self.failures.append(f"{getattr(fn, '__name__', 'write')}: {exc}")
-                return
             except Exception as exc:  # a write must never take the sweep down
-                if attempt == self.retries:
+                if attempt == self.retries or isinstance(exc, Unavailable):
                     self.failures.append(f"{getattr(fn, '__name__', 'write')}: {exc}")
                     log.warning("giving up on an MLflow write after %d attempts: %s", attempt + 1, exc)
                     return
