@@ -7,6 +7,7 @@ check that Ray never started. Property-based tests cover the spec fields.
 import string
 
 import pytest
+import ray
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +45,14 @@ CORPUS = {
     "bad metric": ("name: t\nmetric: accuracy\n", [], "unknown metric 'accuracy'; valid:"),
     "bad mode": ("name: t\nmode: up\n", [], "mode: must be one of max, min"),
     "negative max_failures": ("name: t\nmax_failures: -1\n", [], "max_failures: must be an integer >= 0"),
+    "depth true": ("name: t\nparameters: {depth: [true]}\n", [], "depth must be an integer >= 1, got True"),
+    "vanishing above 0": ("name: t\nthresholds: {vanishing: 1}\n", [], "thresholds.vanishing: must be a number < 0"),
+    "dead share above 1": ("name: t\nthresholds: {dead: 2}\n", [], "thresholds.dead: must be a number in (0, 1]"),
+    "saturation_eps 0": ("name: t\nthresholds: {saturation_eps: 0}\n", [],
+                         "thresholds.saturation_eps: must be a number in (0, 1)"),
+    "patience 0": ("name: t\nstop: {patience: 0}\n", [], "stop.patience: must be an integer >= 1, got 0"),
+    "diverge_loss 0": ("name: t\nfixed: {diverge_loss: 0}\n", [], "diverge_loss must be a number > 0"),
+    "bf16 as text": ("name: t\nfixed: {bf16: 'no'}\n", [], "bf16 must be true or false"),
     "bad --set": (GOOD, ["--set", "fixed.epochs"], "expected key.path=value"),
     "unknown --set key": (GOOD, ["--set", "epochz=3"], "--set epochz: unknown key 'epochz'"),
     "bad --set value": (GOOD, ["--set", "fixed.epochs=zero"], "fixed: epochs must be an integer >= 1"),
@@ -66,12 +75,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("vgtune: error: ") and message in err[0], err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
-
-
-def test_no_ray_was_started():
-    import ray
-
-    assert not ray.is_initialized()
+    assert not ray.is_initialized(), "Ray was started before the error"
 
 
 def test_missing_spec_file(capsys):

@@ -1,16 +1,26 @@
 import pytest
 import torch
 
-from vgtune.data import DATASETS, DataConfig, DataError, load, train_batches
+from vgtune.data import DATASETS, DataConfig, DataError, _load_cpu, _split, load, train_batches
 
 
-def test_digits_split_is_deterministic_and_disjoint():
-    a, b = load(DataConfig(split_seed=3)), load(DataConfig(split_seed=3))
+def test_digits_split_is_deterministic():
+    a = load(DataConfig(split_seed=3))
+    _load_cpu.cache_clear()  # `load` is cached: the second call must really load and split again
+    b = load(DataConfig(split_seed=3))
+    assert a is not b
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     n = len(a.x_train) + len(a.x_val) + len(a.x_test)
     assert n == 1797 and a.input_shape == (1, 8, 8) and a.num_classes == 10
     c = load(DataConfig(split_seed=4))
     assert not torch.equal(a.y_train, c.y_train)
+
+
+def test_splits_are_disjoint_and_cover_every_example():
+    parts = _split(1797, (0.2, 0.2), seed=3)
+    indices = torch.cat(parts)
+    assert [len(p) for p in parts] == [359, 359, 1079]
+    assert sorted(indices.tolist()) == list(range(1797))  # no example in two splits, none left out
 
 
 def test_digits_equal_scikit_learns_loader():

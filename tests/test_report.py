@@ -5,6 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from vgtune import report, runs
+from vgtune.config import CONTRACT_FACTORS, RESULTS
 from vgtune.ranking import effects
 
 FACTORS = {"width": 8, "init": "default", "residual": "none", "optimizer": "sgd", "lr": 0.05, "dataset": "digits"}
@@ -94,7 +95,7 @@ def test_report_files_exist_and_html_embeds_plots(store):
     html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(report.PLOTS)
     trials = pd.read_csv(folder / "trials.csv")
-    assert list(trials.columns[:20]) == runs.FACTORS + runs.RESULTS
+    assert list(trials.columns[:20]) == list(CONTRACT_FACTORS + RESULTS)
     assert "1 error" in (folder / "report.md").read_text()
     parent = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("known").experiment_id],
                                            "tags.`vgtune.role` = 'sweep'")[0]

@@ -76,3 +76,21 @@ def test_diverging_and_crashing_trials_do_not_stop_the_sweep(tmp_path):
     crash = status["crash"]
     assert crash.data.tags["status"] == "error" and crash.info.status == "FAILED"
     assert "memory" in crash.data.tags["vgtune.error"].lower() or "alloc" in crash.data.tags["vgtune.error"].lower()
+
+
+def test_an_axis_outside_the_contract_columns_keeps_every_trial(tmp_path):
+    """Trials that differ only in options the report does not rank on are still distinct rows."""
+    import pandas as pd
+
+    spec = spec_mod.parse({"name": "axes", "parameters": {"probe_every": [0, 5], "diverge_loss": [1e3, 1e4]},
+                           "fixed": {"depth": 2, "width": 4, "epochs": 1, "init": "kaiming_normal"}})
+    from vgtune import report
+
+    outcome = run_sweep(spec, _options(tmp_path))
+    report.build("axes", outcome.tracking_uri, tmp_path / "reports")
+    trials = pd.read_csv(tmp_path / "reports" / "axes" / "trials.csv")
+    assert len(outcome.trials) == 4 and len(trials) == 4
+    assert sorted(zip(trials["probe_every"], trials["diverge_loss"])) == [(0, 1e3), (0, 1e4), (5, 1e3), (5, 1e4)]
+    _, runs = _trial_runs(outcome.tracking_uri, "axes")
+    assert {r.info.run_name.rsplit(" ", 1)[0] for r in runs} == {
+        f"probe_every={p} diverge_loss={d}" for p in (0, 5) for d in (1000.0, 10000.0)}

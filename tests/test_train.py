@@ -50,7 +50,10 @@ def test_divergence_ends_the_trial_and_keeps_history():
     r = train(TrainConfig(depth=6, width=8, activation="relu", init="kaiming_normal", lr=50.0, epochs=4))
     assert r.status == "diverged" and r.diagnosis == "diverged"
     assert r.history and r.error and "training loss" in r.error
-    assert r.summary["epochs_run"] == len(r.history) < 4 or not math.isfinite(r.history[-1]["train_loss"])
+    last = r.history[-1]
+    assert not math.isfinite(last["train_loss"]) or last["train_loss"] > 1e4  # the epoch that diverged...
+    assert all(math.isfinite(h["train_loss"]) and h["train_loss"] <= 1e4 for h in r.history[:-1])
+    assert r.summary["epochs_run"] == last["epoch"]  # ...is the last one run
 
 
 def test_history_and_layer_series_shape():
@@ -73,7 +76,7 @@ def test_on_epoch_can_stop_and_resume_continues():
 
     cfg = TrainConfig(depth=3, width=8, epochs=3)
     stopped = train(cfg, on_epoch=on_epoch)
-    assert stopped.status == "stopped" and len(stopped.history) == 1
+    assert stopped.status == "stopped" and len(stopped.history) == 1 and stopped.summary["epochs_run"] == 1
     resumed = train(cfg, resume=states[0])
     full = train(cfg)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from vgtune import checks
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -119,13 +121,10 @@ class ModelConfig:
         _lookup(POOLS, "pool", self.pool)
         for field, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("in_channels", 1),
                            ("image_size", 1), ("num_classes", 2), ("pool_stages", 0)):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+            checks.integer(field, getattr(self, field), low)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        checks.number("dropout", self.dropout, 0, 1, high_open=True)
 
 
 class Block(nn.Module):

@@ -6,7 +6,8 @@ weight decay; SGD) along one factor. Its effect at a depth is the difference
 in test accuracy (and in final gradient attenuation) between trials with the
 change and baseline trials that agree on every other factor (depth, seed,
 activation, lr, ...): paired where the grid allows, otherwise a difference of
-group means. The 95% interval is a percentile bootstrap over pairs.
+group means. The 95% interval is a percentile bootstrap over pairs
+(`scipy.stats.bootstrap`).
 
 Accuracy that falls with depth while gradients stay healthy is degradation
 (He et al. 2016), not vanishing; `depth_trends` tells the two apart.
@@ -18,8 +19,9 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from vgtune.runs import EXTRA_FACTORS, FACTORS
+from vgtune.config import FACTORS
 
 MITIGATION_FACTORS = ("init", "norm", "residual", "activation", "pool", "dropout", "weight_decay", "optimizer")
 BASELINE = {"init": "default", "norm": "none", "residual": "none", "pool": "none", "dropout": 0.0,
@@ -53,19 +55,30 @@ def baseline(df: pd.DataFrame) -> dict[str, object]:
     return base
 
 
-def _bootstrap(diffs: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+def bootstrap_interval(diffs: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of paired differences; NaN below two pairs."""
     if len(diffs) < 2:
         return float("nan"), float("nan")
-    means = rng.choice(diffs, size=(BOOTSTRAP, len(diffs)), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    res = stats.bootstrap((diffs,), np.mean, n_resamples=BOOTSTRAP, method="percentile", confidence_level=0.95,
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _bootstrap_unpaired(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+def bootstrap_interval_unpaired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of mean(a) - mean(b), resampling each group on its own."""
     if len(a) < 2 or len(b) < 2:
         return float("nan"), float("nan")
-    ma = rng.choice(a, size=(BOOTSTRAP, len(a))).mean(axis=1)
-    mb = rng.choice(b, size=(BOOTSTRAP, len(b))).mean(axis=1)
-    return float(np.percentile(ma - mb, 2.5)), float(np.percentile(ma - mb, 97.5))
+    res = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
+                          n_resamples=BOOTSTRAP, method="percentile", confidence_level=0.95,
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _mean_change(after: pd.Series, before: pd.Series) -> float:
+    """Mean of after - before over the pairs where it is defined (+-inf: a gradient from or to zero)."""
+    diff = (after.to_numpy(dtype=float) - before.to_numpy(dtype=float))
+    diff = diff[~np.isnan(diff)]
+    return float(diff.mean()) if len(diff) else float("nan")
 
 
 def _transitions(before: pd.Series, after: pd.Series) -> tuple[int, str]:
@@ -82,7 +95,7 @@ def _groups(df: pd.DataFrame, factor: str, base: dict) -> tuple[pd.DataFrame, pd
     for g in held:
         mask &= (df[g] == base[g]).to_numpy()
     sub = df[mask]
-    config = [c for c in FACTORS + EXTRA_FACTORS if c in df.columns]
+    config = [c for c in list(FACTORS) if c in df.columns]
     context = [c for c in config if c not in held and c != factor and df[c].astype(str).nunique() > 1]
     return sub[sub[factor] != base[factor]], sub[sub[factor] == base[factor]], context
 
@@ -91,14 +104,13 @@ def effects(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per (mitigation, depth): accuracy and attenuation effects against the baseline."""
     df = scored(df)
     base = baseline(df)
-    rng = np.random.default_rng(seed)
     rows = []
     for factor in base:
         changed, plain, context = _groups(df, factor, base)
         for value, grp in changed.groupby(factor, sort=True):
             for depth, mit in grp.groupby("depth"):
                 ref = plain[plain["depth"] == depth]
-                rows.append(_effect(factor, value, depth, mit, ref, context, rng))
+                rows.append(_effect(factor, value, depth, mit, ref, context, seed))
     out = pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-1])
     if out.empty:
         return out.assign(rank=pd.Series(dtype=float))
@@ -108,29 +120,36 @@ def effects(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return out.sort_values(["rank", "mitigation", "depth"], na_position="last").reset_index(drop=True)
 
 
-def _effect(factor, value, depth, mit: pd.DataFrame, ref: pd.DataFrame, context: list[str], rng) -> dict:
+def _effect(factor, value, depth, mit: pd.DataFrame, ref: pd.DataFrame, context: list[str], seed: int) -> dict:
     keys = [c for c in context if c != "depth"] + ["depth"]
     pairs = mit.merge(ref, on=keys, suffixes=("", "_base"))
     row = {"mitigation": f"{factor}={value}", "factor": factor, "value": value, "depth": depth}
     if len(pairs):
         diffs = (pairs["test_acc"] - pairs["test_acc_base"]).to_numpy()
-        low, high = _bootstrap(diffs, rng)
+        low, high = bootstrap_interval(diffs, seed)
         rescued, moves = _transitions(pairs["diagnosis_base"], pairs["diagnosis"])
         row.update(n=len(pairs), paired=True, baseline_acc=pairs["test_acc_base"].mean(),
                    mitigated_acc=pairs["test_acc"].mean(), delta_test_acc=diffs.mean(), ci_low=low, ci_high=high,
-                   delta_attenuation=(pairs["grad_attenuation_final"] - pairs["grad_attenuation_final_base"]).mean(),
+                   delta_attenuation=_mean_change(pairs["grad_attenuation_final"],
+                                                    pairs["grad_attenuation_final_base"]),
                    rescued=rescued, unhealthy_baselines=int((pairs["diagnosis_base"] != "healthy").sum()),
                    transitions=moves)
     else:  # nothing to pair with (e.g. sampled lr): compare group means
         a, b = mit["test_acc"].to_numpy(), ref["test_acc"].to_numpy()
-        low, high = _bootstrap_unpaired(a, b, rng) if len(b) else (float("nan"), float("nan"))
+        low, high = bootstrap_interval_unpaired(a, b, seed)
         row.update(n=len(a), paired=False, baseline_acc=b.mean() if len(b) else float("nan"),
                    mitigated_acc=a.mean(), delta_test_acc=a.mean() - b.mean() if len(b) else float("nan"),
                    ci_low=low, ci_high=high,
-                   delta_attenuation=(mit["grad_attenuation_final"].mean() - ref["grad_attenuation_final"].mean()),
+                   delta_attenuation=(_finite_mean(mit["grad_attenuation_final"])
+                                      - _finite_mean(ref["grad_attenuation_final"])),
                    rescued=int((mit["diagnosis"] == "healthy").sum()),
                    unhealthy_baselines=int((ref["diagnosis"] != "healthy").sum()), transitions="")
     return row
+
+
+def _finite_mean(values: pd.Series) -> float:
+    values = values[np.isfinite(values.to_numpy(dtype=float))]
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def ranking(eff: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +169,7 @@ def main_effects(df: pd.DataFrame) -> pd.DataFrame:
     """Mean outcome per value of each varying factor, over every other factor."""
     df = scored(df)
     rows = []
-    for f in varying(df, FACTORS + EXTRA_FACTORS):
+    for f in varying(df, list(FACTORS)):
         for value, g in df.groupby(f):
             rows.append({"factor": f, "value": value, "n": len(g), "test_acc": g["test_acc"].mean(),
                          "grad_attenuation_init": g["grad_attenuation_init"].mean(),
@@ -161,7 +180,7 @@ def main_effects(df: pd.DataFrame) -> pd.DataFrame:
 
 def best_per_depth(df: pd.DataFrame) -> pd.DataFrame:
     df = scored(df)
-    cols = ["depth"] + [c for c in varying(df, FACTORS + EXTRA_FACTORS) if c != "depth"]
+    cols = ["depth"] + [c for c in varying(df, list(FACTORS)) if c != "depth"]
     best = df.sort_values("test_acc").groupby("depth").tail(1).sort_values("depth")
     return best[cols + ["test_acc", "grad_attenuation_final", "diagnosis"]].reset_index(drop=True)
 
@@ -173,7 +192,7 @@ def depth_trends(df: pd.DataFrame) -> pd.DataFrame:
     fell while gradients stayed healthy), or the deep trials' other diagnosis.
     """
     df = scored(df)
-    config = [c for c in varying(df, FACTORS + EXTRA_FACTORS) if c not in ("depth", "seed")]
+    config = [c for c in varying(df, list(FACTORS)) if c not in ("depth", "seed")]
     if df["depth"].nunique() < 2:
         return pd.DataFrame()
     rows = []

@@ -1,29 +1,28 @@
 """Load a sweep's trials from MLflow into one tidy DataFrame (one row per trial).
 
-Columns follow DESIGN.md: the factors `depth, width, activation, init, norm,
-residual, optimizer, lr, seed, dataset`, then `status, diagnosis, test_acc,
-val_acc, train_loss, grad_attenuation_init, grad_attenuation_final,
-train_seconds, epochs_run, mlflow_run_id`. Other training options follow as
-extra factor columns; the final per-block series stay in `block*/...` columns
-for the plots.
+The columns are `vgtune.config`'s: every `TrainConfig` field as a typed factor
+column (contract factors first), the result columns, then `sweep`, `end_time`
+and the final per-block series as `block*/...` columns for the plots.
 
 Several invocations of one sweep (resumed, or re-run with more seeds) merge:
 a configuration run twice counts once, its most recent finished run winning.
+Two trials that differ in any training option are two rows.
 """
 
 from __future__ import annotations
 
-import mlflow
+import math
+
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-FACTORS = ["depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed", "dataset"]
-RESULTS = ["status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
-           "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id"]
-EXTRA_FACTORS = ["kernel_size", "pool", "dropout", "weight_decay", "momentum", "epochs", "batch_size",
-                 "data_root", "limit", "split_seed"]
-NUMERIC = {"depth": int, "width": int, "lr": float, "seed": int, "kernel_size": int, "dropout": float,
-           "weight_decay": float, "momentum": float, "epochs": int, "batch_size": int, "split_seed": int}
+from vgtune.config import FACTORS, RESULTS, parse_param
+from vgtune.store import client_for
+
+SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
+RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
+                  "train_seconds", "epochs_run")
 
 
 class UnknownExperiment(ValueError):
@@ -31,7 +30,7 @@ class UnknownExperiment(ValueError):
 
 
 def experiments(uri: str) -> list[str]:
-    return [e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default"]
+    return [e.name for e in client_for(uri).search_experiments() if e.name != "Default"]
 
 
 def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
@@ -43,7 +42,7 @@ def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
 
 def last_experiment(uri: str) -> str:
     """The experiment of the most recently started sweep."""
-    client = MlflowClient(uri)
+    client = client_for(uri)
     run = latest_sweep_run(client, [e.experiment_id for e in client.search_experiments()])
     if run is None:
         raise UnknownExperiment(f"no vgtune sweep in {uri} yet; run `make sweep` first")
@@ -51,7 +50,7 @@ def last_experiment(uri: str) -> str:
 
 
 def _require(uri: str, experiment: str) -> str:
-    exp = MlflowClient(uri).get_experiment_by_name(experiment)
+    exp = client_for(uri).get_experiment_by_name(experiment)
     if exp is None:
         names = experiments(uri)
         raise UnknownExperiment(f"no experiment {experiment!r} in {uri}; existing: {', '.join(names) or '(none)'}")
@@ -61,51 +60,69 @@ def _require(uri: str, experiment: str) -> str:
 def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
     """One row per distinct trial configuration of `experiment` (optionally one sweep folder)."""
     exp_id = _require(uri, experiment)
+    client = client_for(uri)
     filt = "tags.`vgtune.role` = 'trial'" + (f" and tags.`vgtune.sweep` = '{sweep}'" if sweep else "")
-    mlflow.set_tracking_uri(uri)
-    raw = mlflow.search_runs([exp_id], filter_string=filt, max_results=100000, output_format="pandas")
-    if sweep and raw.empty:
-        sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in MlflowClient(uri).search_runs(
-            [exp_id], "tags.`vgtune.role` = 'sweep'", max_results=1000)} - {""})
+    runs = _search_all(client, exp_id, filt)
+    if sweep and not runs:
+        sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in _search_all(
+            client, exp_id, "tags.`vgtune.role` = 'sweep'")} - {""})
         raise UnknownExperiment(f"no runs of sweep {sweep!r} in experiment {experiment!r}; "
                                 f"its sweeps: {', '.join(sweeps) or '(none)'}")
-    return tidy(raw)
+    return tidy(runs)
 
 
-def tidy(raw: pd.DataFrame) -> pd.DataFrame:
-    """MLflow's search_runs frame -> the trials table."""
-    if raw.empty:
-        return pd.DataFrame(columns=FACTORS + RESULTS)
-    df = pd.DataFrame(index=raw.index)
-    for col in FACTORS + EXTRA_FACTORS:
-        values = raw.get(f"params.{col}")
-        if values is None:
-            continue
-        if col in NUMERIC:
-            values = pd.to_numeric(values.replace("None", None), errors="coerce")
-            if NUMERIC[col] is int and values.notna().all():
-                values = values.astype(int)
-        df[col] = values
-    df["status"] = raw.get("tags.status", pd.Series("running", index=raw.index)).fillna("running")
-    df["diagnosis"] = raw.get("tags.diagnosis", pd.Series("healthy", index=raw.index)).fillna("healthy")
-    for col in ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                "train_seconds", "epochs_run"):
-        df[col] = raw.get(f"metrics.{col}", pd.Series(float("nan"), index=raw.index))
-    df["grad_attenuation_final"] = df["grad_attenuation_final"].fillna(raw.get("metrics.grad_attenuation"))
-    df["epochs_run"] = df["epochs_run"].fillna(pd.to_numeric(raw.get("tags.vgtune.epoch"), errors="coerce"))
-    df["mlflow_run_id"] = raw["run_id"]
-    df["sweep"] = raw.get("tags.vgtune.sweep")
-    df["end_time"] = raw.get("end_time")
-    blocks = raw[[c for c in raw.columns if c.startswith("metrics.block")]]
-    df = pd.concat([df, blocks.rename(columns=lambda c: c[len("metrics."):])], axis=1)
-    return _dedupe(df)
+def _search_all(client: MlflowClient, exp_id: str, filt: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filt, max_results=50000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
-def _dedupe(df: pd.DataFrame) -> pd.DataFrame:
-    """A configuration run in several invocations counts once: finished beats running, newest wins."""
-    config_cols = [c for c in FACTORS + EXTRA_FACTORS if c in df.columns]
+def _metric(value: float | None) -> float:
+    if value is None:
+        return math.nan
+    if abs(value) >= SQL_INF:
+        return math.copysign(math.inf, value)
+    return value
+
+
+def _row(run: Run) -> dict:
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    row = {f: parse_param(f, params.get(f)) for f in FACTORS}
+    row["status"] = tags.get("status", "running")
+    row["diagnosis"] = tags.get("diagnosis", "healthy")
+    row |= {m: _metric(metrics.get(m)) for m in RESULT_METRICS}
+    if math.isnan(row["grad_attenuation_final"]):
+        row["grad_attenuation_final"] = _metric(metrics.get("grad_attenuation"))
+    if math.isnan(row["epochs_run"]) and "vgtune.epoch" in tags:
+        row["epochs_run"] = float(tags["vgtune.epoch"])
+    row |= {"mlflow_run_id": run.info.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.info.end_time}
+    row |= {k: _metric(v) for k, v in metrics.items() if k.startswith("block")}
+    return row
+
+
+def tidy(runs: list[Run]) -> pd.DataFrame:
+    """MLflow trial runs -> the trials table."""
+    if not runs:
+        return pd.DataFrame(columns=list(FACTORS + RESULTS))
+    df = pd.DataFrame([_row(r) for r in runs])
+    for col in FACTORS:  # ints stay ints where no trial lacks the value
+        if df[col].notna().all() and df[col].map(type).eq(int).all():
+            df[col] = df[col].astype(int)
+    return dedupe(df)
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """A configuration run in several invocations counts once: finished beats running, newest wins.
+
+    A configuration is every `TrainConfig` field, so distinct trials never merge.
+    """
+    config_cols = [c for c in FACTORS if c in df.columns]
     finished = (df["status"] != "running").astype(int)
-    order = df.assign(_finished=finished).sort_values(["_finished", "end_time"], na_position="first")
-    keys = order[config_cols].astype(str).agg("|".join, axis=1)
+    order = df.assign(_finished=finished).sort_values(["_finished", "end_time"], na_position="first", kind="stable")
+    keys = order[config_cols].map(str).agg("|".join, axis=1)
     kept = order[~keys.duplicated(keep="last")].drop(columns="_finished")
     return kept.sort_values(config_cols, kind="stable").reset_index(drop=True)

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from vgtune import checks
+from vgtune.config import FIELDS, TrainConfig
 from vgtune.gradflow import Thresholds
-from vgtune.train import TrainConfig
 
 TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "variants", "configs", "samples", "seed", "fixed",
             "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
@@ -38,7 +39,7 @@ MODES = ("max", "min")
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+TRAIN_KEYS = FIELDS
 # Set per trial by the spec's dataset / resources sections, not by parameters.
 RESERVED = tuple(DATASET_KEYS.values()) + ("threads", "device")
 
@@ -143,12 +144,12 @@ def _check_keys(where: str, given: dict, allowed: tuple[str, ...] | list[str]) -
 
 
 def _number(where: str, value: Any, low: float, integer: bool = False, strict: bool = False) -> Any:
-    kind = int if integer else (int, float)
-    bad = isinstance(value, bool) or not isinstance(value, kind) or value < low or (strict and value == low)
-    if bad:
-        word = "an integer" if integer else "a number"
-        raise SpecError(f"{where}: must be {word} {'>' if strict else '>='} {low}, got {value!r}")
-    return value
+    try:
+        if integer:
+            return checks.integer(f"{where}:", value, int(low) + int(strict))
+        return checks.number(f"{where}:", value, low, low_open=strict)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _dataset(raw: dict) -> dict[str, Any]:
@@ -202,8 +203,7 @@ def _axis(key: str, value: Any) -> list | dict:
     return [value]  # a scalar is a one-value axis
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+_is_number = checks.is_number
 
 
 def _sample(dist: dict, rng: np.random.Generator) -> Any:
@@ -255,11 +255,12 @@ def _stop(raw: dict) -> StopRule:
     given = _mapping(raw, "stop")
     _check_keys("stop.", given, STOP_KEYS)
     rule = StopRule(**given)
-    if not isinstance(rule.gradient_collapse, bool):
-        raise SpecError(f"stop.gradient_collapse: must be true or false, got {rule.gradient_collapse!r}")
-    _number("stop.patience", rule.patience, 1, integer=True)
-    if not isinstance(rule.attenuation_floor, (int, float)) or rule.attenuation_floor >= 0:
-        raise SpecError(f"stop.attenuation_floor: must be a negative number, got {rule.attenuation_floor!r}")
+    try:
+        checks.boolean("stop.gradient_collapse:", rule.gradient_collapse)
+        checks.integer("stop.patience:", rule.patience, 1)
+        checks.number("stop.attenuation_floor:", rule.attenuation_floor, high=0, high_open=True)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     return rule
 
 
@@ -267,10 +268,12 @@ def _thresholds(raw: dict) -> Thresholds:
     given = _mapping(raw, "thresholds")
     names = [f.name for f in dataclasses.fields(Thresholds)]
     _check_keys("thresholds.", given, names)
-    for key, value in given.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SpecError(f"thresholds.{key}: must be a number, got {value!r}")
-    return Thresholds(**given)
+    thresholds = Thresholds(**given)
+    try:
+        thresholds.validate()
+    except ValueError as exc:  # "vanishing must be ..." -> "thresholds.vanishing: must be ..."
+        raise SpecError("thresholds." + str(exc).replace(" must be", ": must be", 1)) from None
+    return thresholds
 
 
 def parse(raw: dict[str, Any]) -> SweepSpec:
@@ -337,10 +340,11 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> None:
 def check_data(spec: SweepSpec) -> None:
     """Load every distinct dataset once on the driver, so a missing root fails now."""
     from vgtune import data as data_mod
+    from vgtune.train import data_config
 
     seen = set()
     for t in spec.trials:
-        cfg = TrainConfig.from_dict(t).data_config()
+        cfg = data_config(TrainConfig.from_dict(t))
         key = tuple(vars(cfg).values())
         if key not in seen:
             seen.add(key)

@@ -14,13 +14,13 @@ from typing import Any
 
 from ray import tune
 
+from vgtune import checks
+
 
 class GradientCollapseStopper(tune.Stopper):
     def __init__(self, floor: float = -6.0, patience: int = 2):
-        if floor >= 0:
-            raise ValueError(f"floor must be negative (a log10 attenuation), got {floor}")
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}")
+        checks.number("floor", floor, high=0, high_open=True)  # a log10 attenuation
+        checks.integer("patience", patience, 1)
         self.floor = floor  # attenuation at or below which a probe counts as collapsed
         self.patience = patience  # consecutive collapsed probes that stop a trial
         self.streak: dict[str, int] = {}  # trial id -> collapsed probes in a row
@@ -28,7 +28,8 @@ class GradientCollapseStopper(tune.Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         value = result.get("grad_attenuation", math.nan)
-        collapsed = isinstance(value, (int, float)) and math.isfinite(value) and value <= self.floor
+        # -inf: no gradient reached the first block at all
+        collapsed = isinstance(value, (int, float)) and not math.isnan(value) and value <= self.floor
         self.streak[trial_id] = self.streak.get(trial_id, 0) + 1 if collapsed else 0
         if self.streak[trial_id] >= self.patience and result.get("status") == "running":
             self.reasons[trial_id] = (f"gradient collapsed: attenuation {value:.1f} <= {self.floor:g} "

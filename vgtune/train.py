@@ -1,7 +1,7 @@
 """One trial as plain PyTorch: data -> model -> training loop -> metrics.
 
     result = train(TrainConfig(depth=20, activation="sigmoid"))
-    result.summary["grad_attenuation_init"]   # about -11: vanishing
+    result.summary["grad_attenuation_init"]   # about -16.5: vanishing
 
 No Ray and no MLflow below this module. `on_epoch` receives an `EpochReport`
 after every epoch (metrics plus a lazy checkpoint), which is how `vgtune.trial`
@@ -22,98 +22,21 @@ import torch
 import torch.nn.functional as F
 
 from vgtune import data as data_mod
+from vgtune.config import OPTIMIZERS, STATUSES, TrainConfig
 from vgtune.gradflow import GradFlowProbe, Thresholds, diagnose, mean_series, summarize
 from vgtune.models import CNN, ModelConfig, build_model, init_weights
 
-OPTIMIZERS = ("sgd", "adam")
-STATUSES = ("completed", "diverged", "stopped", "error")
+
+def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
+    return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
+                               image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed)
 
 
-@dataclass
-class TrainConfig:
-    # model
-    depth: int = 4  # conv blocks
-    width: int = 16  # channels per block
-    kernel_size: int = 3  # conv kernel side
-    activation: str = "relu"  # see vgtune.models.ACTIVATIONS
-    init: str = "default"  # see vgtune.models.INITS
-    norm: str = "none"  # see vgtune.models.NORMS
-    residual: str = "none"  # see vgtune.models.RESIDUALS
-    pool: str = "none"  # pooling between stages: none | max | avg
-    dropout: float = 0.0  # dropout after every activation
-    # optimization
-    optimizer: str = "sgd"  # sgd (with momentum) | adam
-    lr: float = 0.05  # learning rate
-    momentum: float = 0.9  # sgd momentum
-    weight_decay: float = 0.0  # L2 penalty (coupled, as in torch.optim)
-    epochs: int = 6  # passes over the training split
-    batch_size: int = 64  # examples per step
-    seed: int = 0  # weights, batch order and dropout; equal seeds repeat bit for bit on CPU
-    # data
-    dataset: str = "digits"  # see vgtune.data.DATASETS
-    data_root: str | None = None  # where torchvision / imagefolder data lives
-    download: bool = False  # allow torchvision to download into data_root
-    image_size: int = 32  # imagefolder resize side
-    limit: int | None = None  # cap on training examples
-    split_seed: int = 0  # train/val/test split seed, shared by all trials
-    # probes and safety
-    probes: bool = True  # gradient-flow probes (off only to measure their cost)
-    probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
-    init_probe_batches: int = 2  # batches averaged for grad_attenuation_init
-    diverge_loss: float = 1e4  # a loss above this (or non-finite) ends the trial as diverged
-    # hardware
-    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    channels_last: bool = True  # NHWC memory format on CUDA
-    bf16: bool = False  # bfloat16 autocast on CUDA
-    threads: int = 0  # torch CPU threads; 0 = leave torch's default
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; an unknown key raises ValueError listing the valid keys."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def data_config(self) -> data_mod.DataConfig:
-        return data_mod.DataConfig(name=self.dataset, root=self.data_root, download=self.download,
-                                   image_size=self.image_size, limit=self.limit, split_seed=self.split_seed)
-
-    def model_config(self, input_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10) -> ModelConfig:
-        return ModelConfig(depth=self.depth, width=self.width, kernel_size=self.kernel_size,
-                           activation=self.activation, norm=self.norm, residual=self.residual,
-                           pool=self.pool, dropout=self.dropout, in_channels=input_shape[0],
-                           image_size=input_shape[1], num_classes=num_classes)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the bad option and the allowed values."""
-        from vgtune.models import get_init
-
-        self.model_config().validate()
-        get_init(self.init)
-        data_mod.get_loader(self.dataset)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        for name in ("lr",):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("probe_every", 0),
-                          ("init_probe_batches", 1), ("threads", 0), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8),
+                 num_classes: int = 10) -> ModelConfig:
+    return ModelConfig(depth=cfg.depth, width=cfg.width, kernel_size=cfg.kernel_size, activation=cfg.activation,
+                       norm=cfg.norm, residual=cfg.residual, pool=cfg.pool, dropout=cfg.dropout,
+                       in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes)
 
 
 @dataclass
@@ -135,7 +58,7 @@ class TrialResult:
     diagnosis: str = "healthy"  # one of vgtune.gradflow.DIAGNOSES
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     layers: list[dict[str, Any]] = field(default_factory=list)  # probes: step, epoch, per-block series
-    summary: dict[str, Any] = field(default_factory=dict)  # the DESIGN.md result columns
+    summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.config.RESULTS
     error: str | None = None  # why the trial ended early, if it did
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,17 +92,21 @@ class _Setup:
         return contextlib.nullcontext()
 
 
-def setup(cfg: TrainConfig) -> _Setup:
-    """Data on the device, a seeded and initialized model, its optimizer and probe."""
+def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
+    """Data on the device, a seeded and initialized model, its optimizer and probe.
+
+    The probe counts saturated units with `thresholds.saturation_eps`.
+    """
     cfg.validate()
+    thresholds = thresholds or Thresholds()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
-    data = data_mod.load(cfg.data_config()).to(device, memory_format=fmt)
+    data = data_mod.load(data_config(cfg)).to(device, memory_format=fmt)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model_config(data.input_shape, data.num_classes))
+    model = build_model(model_config(cfg, data.input_shape, data.num_classes))
     model.to(device=device, memory_format=fmt)
     init_weights(model, cfg.init, sample=data.x_train[:256])
     if cfg.optimizer == "sgd":
@@ -188,7 +115,8 @@ def setup(cfg: TrainConfig) -> _Setup:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
-    return _Setup(cfg, device, data, model, opt, GradFlowProbe(model, cfg.activation), gen, eval_x, eval_y)
+    probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps)
+    return _Setup(cfg, device, data, model, opt, probe, gen, eval_x, eval_y)
 
 
 def _loss(s: _Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +181,7 @@ def _finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
     final_probe = result.layers[-1]["series"] if result.layers else None
     final = summarize(final_probe) if final_probe else {}
     att_final = final.get("grad_attenuation", math.nan)
-    if final and result.status != "diverged" and not math.isfinite(att_final):
+    if final and result.status != "diverged" and math.isnan(att_final):
         result.status = "diverged"  # a non-finite gradient is a runaway one
         result.error = result.error or "non-finite gradient"
     if final or result.status == "diverged":
@@ -346,8 +274,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     """
     thresholds = thresholds or Thresholds()
     t0 = time.perf_counter()
-    s = setup(cfg)
-    s.probe.saturation_eps = thresholds.saturation_eps
+    s = setup(cfg, thresholds)
     # grad_attenuation_init averages init_probe_batches batches before the first
     # update: init_probe_batches - 1 extra ones and the first training step itself.
     init_records: list[dict[str, list[float]]] | None = None
@@ -393,8 +320,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
 
 
 def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """Gradient flow at initialization only: no update is made."""
-    s = setup(cfg)
+    """Gradient flow at initialization only: no update is made (`thresholds` as in `train`)."""
+    s = setup(cfg, thresholds)
     series = mean_series(measure_init(s, cfg.init_probe_batches))
     summary = summarize(series)
     summary["diagnosis"] = diagnose("completed", summary["grad_attenuation"], summary["dead_frac"],
@@ -403,4 +330,4 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "train", "probe", "setup", "evaluate",
-           "measure_init", "OPTIMIZERS", "STATUSES"]
+           "measure_init", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]

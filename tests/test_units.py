@@ -1,0 +1,123 @@
+"""Single behaviours, in memory: the stopper, the trial schema, de-duplication, the bootstrap interval."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vgtune import config
+from vgtune.config import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, parse_param
+from vgtune.ranking import bootstrap_interval, bootstrap_interval_unpaired
+from vgtune.runs import dedupe
+from vgtune.stopper import GradientCollapseStopper
+
+# ----------------------------------------------------------------- stopper
+
+def test_stopper_stops_after_patience_collapsed_epochs():
+    stop = GradientCollapseStopper(floor=-6, patience=2)
+    assert not stop("t", {"grad_attenuation": -7.0, "status": "running"})
+    assert stop("t", {"grad_attenuation": -7.0, "status": "running"})
+    assert "attenuation -7.0 <= -6" in stop.reasons["t"]
+
+
+def test_stopper_streak_resets_on_a_healthy_epoch():
+    stop = GradientCollapseStopper(floor=-6, patience=2)
+    assert not stop("t", {"grad_attenuation": -7.0, "status": "running"})
+    assert not stop("t", {"grad_attenuation": -1.0, "status": "running"})
+    assert not stop("t", {"grad_attenuation": -7.0, "status": "running"})
+
+
+def test_stopper_counts_a_zero_gradient_as_collapsed_but_not_nan():
+    stop = GradientCollapseStopper(floor=-6, patience=1)
+    assert stop("a", {"grad_attenuation": -math.inf, "status": "running"})
+    assert not stop("b", {"grad_attenuation": math.nan, "status": "running"})
+
+
+def test_stopper_leaves_a_finished_trial_alone():
+    stop = GradientCollapseStopper(floor=-6, patience=1)
+    assert not stop("t", {"grad_attenuation": -9.0, "status": "completed"})
+
+
+@pytest.mark.parametrize("kw,message", [({"floor": 1.0}, "floor must be a number < 0, got 1.0"),
+                                        ({"patience": 0}, "patience must be an integer >= 1, got 0"),
+                                        ({"patience": True}, "patience must be an integer >= 1, got True")])
+def test_stopper_rejects_bad_arguments(kw, message):
+    with pytest.raises(ValueError, match=message):
+        GradientCollapseStopper(**kw)
+
+
+# ----------------------------------------------------------------- schema
+
+def test_every_train_config_field_is_a_factor_column_contract_first():
+    assert set(FACTORS) == set(FIELDS) and len(FACTORS) == len(FIELDS)
+    assert FACTORS[:len(CONTRACT_FACTORS)] == CONTRACT_FACTORS
+
+
+def test_schema_module_imports_neither_torch_nor_mlflow():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(config))
+    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert not top & {"torch", "mlflow", "ray"}, top
+
+
+@pytest.mark.parametrize("name,value", [("depth", 24), ("lr", 0.02), ("bf16", True), ("probes", False),
+                                        ("limit", None), ("data_root", None), ("activation", "tanh"),
+                                        ("diverge_loss", 1e4), ("probe_every", 5)])
+def test_params_read_back_as_the_value_that_was_logged(name, value):
+    assert parse_param(name, str(value)) == value
+    assert type(parse_param(name, str(value))) is type(value)
+
+
+def test_true_is_not_a_depth():
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got True"):
+        TrainConfig(depth=True).validate()
+
+
+# ----------------------------------------------------------------- dedupe
+
+def _row(**kw):
+    base = TrainConfig(device="cpu").to_dict() | {"status": "completed", "end_time": 1, "test_acc": 0.5}
+    return base | kw
+
+
+def test_dedupe_keeps_trials_that_differ_in_any_option():
+    df = pd.DataFrame([_row(probe_every=0), _row(probe_every=5), _row(diverge_loss=10.0), _row(bf16=True)])
+    assert len(dedupe(df)) == 4
+
+
+def test_dedupe_merges_one_configuration_newest_finished_wins():
+    df = pd.DataFrame([_row(end_time=5, test_acc=0.1), _row(end_time=9, test_acc=0.9),
+                       _row(status="running", end_time=None, test_acc=0.3)])
+    kept = dedupe(df)
+    assert len(kept) == 1 and kept["test_acc"].item() == 0.9
+
+
+# ----------------------------------------------------------------- bootstrap
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_pairs():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.3, 0.1, 8), rng.normal(0.3, 0.1, 200)
+    lo_s, hi_s = bootstrap_interval(small)
+    lo_l, hi_l = bootstrap_interval(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert hi_l - lo_l < hi_s - lo_s
+
+
+def test_bootstrap_interval_of_a_sign_flipping_effect_crosses_zero():
+    lo, hi = bootstrap_interval(np.array([0.2, -0.2, 0.25, -0.15, 0.1, -0.1]))
+    assert lo < 0 < hi
+
+
+def test_bootstrap_interval_needs_two_pairs():
+    assert all(math.isnan(v) for v in bootstrap_interval(np.array([0.4])))
+    assert all(math.isnan(v) for v in bootstrap_interval_unpaired(np.array([1.0, 2.0]), np.array([0.5])))
+
+
+def test_unpaired_interval_covers_the_difference_of_means():
+    a, b = np.array([0.8, 0.9, 0.85, 0.95]), np.array([0.1, 0.2, 0.15])
+    lo, hi = bootstrap_interval_unpaired(a, b)
+    assert lo <= a.mean() - b.mean() <= hi and lo > 0.5

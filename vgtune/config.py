@@ -1,0 +1,136 @@
+"""The trial schema: `TrainConfig`, and the trials-table columns derived from it.
+
+One place says what a trial is. The spec validates against it, every field is
+logged as an MLflow param, and the report turns every field back into a typed
+factor column, so two trials that differ in any option never merge into one
+row. This module imports neither torch nor MLflow (the name lookups inside
+`TrainConfig.validate` are imported when it runs).
+
+Trials-table columns (`trials.csv`), in this order:
+
+- the contract factors `depth, width, activation, init, norm, residual,
+  optimizer, lr, seed, dataset` (`CONTRACT_FACTORS`);
+- the results `status, diagnosis, test_acc, val_acc, train_loss,
+  grad_attenuation_init, grad_attenuation_final, train_seconds, epochs_run,
+  mlflow_run_id` (`RESULTS`);
+- every other `TrainConfig` field, in declaration order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from vgtune import checks
+
+OPTIMIZERS = ("sgd", "adam")
+STATUSES = ("completed", "diverged", "stopped", "error")
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+@dataclass
+class TrainConfig:
+    # model
+    depth: int = 4  # conv blocks
+    width: int = 16  # channels per block
+    kernel_size: int = 3  # conv kernel side
+    activation: str = "relu"  # see vgtune.models.ACTIVATIONS
+    init: str = "default"  # see vgtune.models.INITS
+    norm: str = "none"  # see vgtune.models.NORMS
+    residual: str = "none"  # see vgtune.models.RESIDUALS
+    pool: str = "none"  # pooling between stages: none | max | avg
+    dropout: float = 0.0  # dropout after every activation
+    # optimization
+    optimizer: str = "sgd"  # sgd (with momentum) | adam
+    lr: float = 0.05  # learning rate
+    momentum: float = 0.9  # sgd momentum
+    weight_decay: float = 0.0  # L2 penalty (coupled, as in torch.optim)
+    epochs: int = 6  # passes over the training split
+    batch_size: int = 64  # examples per step
+    seed: int = 0  # weights, batch order and dropout; equal seeds repeat bit for bit on CPU
+    # data
+    dataset: str = "digits"  # see vgtune.data.DATASETS
+    data_root: str | None = None  # where torchvision / imagefolder data lives
+    download: bool = False  # allow torchvision to download into data_root
+    image_size: int = 32  # imagefolder resize side
+    limit: int | None = None  # cap on training examples
+    split_seed: int = 0  # train/val/test split seed, shared by all trials
+    # probes and safety
+    probes: bool = True  # gradient-flow probes (off only to measure their cost)
+    probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
+    init_probe_batches: int = 2  # batches averaged for grad_attenuation_init
+    diverge_loss: float = 1e4  # a loss above this (or non-finite) ends the trial as diverged
+    # hardware
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    channels_last: bool = True  # NHWC memory format on CUDA
+    bf16: bool = False  # bfloat16 autocast on CUDA
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; an unknown key raises ValueError listing the valid keys."""
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(FIELDS)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad option and the allowed values."""
+        from vgtune.data import get_loader
+        from vgtune.models import ModelConfig, get_init
+
+        ModelConfig(depth=self.depth, width=self.width, kernel_size=self.kernel_size, activation=self.activation,
+                    norm=self.norm, residual=self.residual, pool=self.pool, dropout=self.dropout,
+                    image_size=self.image_size).validate()
+        get_init(self.init)
+        get_loader(self.dataset)
+        checks.choice("optimizer", self.optimizer, OPTIMIZERS)
+        checks.number("lr", self.lr, 0, low_open=True)
+        checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
+        for name in ("momentum", "weight_decay"):
+            checks.number(name, getattr(self, name), 0)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
+                          ("threads", 0), ("seed", 0), ("split_seed", 0)):
+            checks.integer(name, getattr(self, name), low)
+        if self.limit is not None:
+            checks.integer("limit", self.limit, 1)
+        for name in ("download", "probes", "channels_last", "bf16"):
+            checks.boolean(name, getattr(self, name))
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                    or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be {DEVICES}, got {self.device!r}")
+
+
+# ------------------------------------------------------------------ the trials table
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed",
+                    "dataset")
+FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
+RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
+           "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
+_HINTS = typing.get_type_hints(TrainConfig)
+TYPES: dict[str, type] = {  # field -> int | float | bool | str (Optional unwrapped)
+    name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None)) for name, hint in _HINTS.items()}
+
+
+def parse_param(name: str, text: str | None) -> Any:
+    """A TrainConfig value back from its MLflow param string (`str(value)`); None for 'None'/missing."""
+    if text is None or text == "None" or (isinstance(text, float) and text != text):
+        return None
+    kind = TYPES.get(name, str)
+    if kind is bool:
+        return text == "True"
+    if kind is int:
+        return int(float(text))
+    if kind is float:
+        return float(text)
+    return text
+
