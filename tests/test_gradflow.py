@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgtune.gradflow import GradFlowProbe, Thresholds, attenuation, diagnose
+from vgtune.gradflow import GradFlowProbe, Thresholds, attenuation, diagnose, norm
 from vgtune.models import ModelConfig, build_model, init_weights
 
 
@@ -84,6 +84,36 @@ def test_attenuation_definition():
     assert math.isnan(attenuation([math.nan, 1.0]))
 
 
+def test_a_zero_gradient_is_minus_infinity_not_a_clamped_count():
+    assert attenuation([0.0, 1e-3]) == -math.inf
+    assert attenuation([1e-3, 0.0]) == math.inf
+    assert attenuation([1e-44, 1.0]) == pytest.approx(-44, abs=0.2)  # a subnormal float32 is a measurement
+
+
+def test_norm_is_exact_where_the_squares_underflow_float32():
+    tiny = torch.full((1000,), 1e-23)  # squares 1e-46: below float32's smallest subnormal
+    assert tiny.norm().item() == 0.0  # what a plain float32 norm reads
+    assert norm(tiny).item() == pytest.approx(1e-23 * math.sqrt(1000), rel=1e-5)
+    assert norm(torch.full((4,), 1e-44)).item() > 0  # subnormal float32 gradients still count
+    assert norm(torch.zeros(10)).item() == 0.0
+    assert norm(torch.tensor([3e30, 4e30])).item() == pytest.approx(5e30, rel=1e-6)  # squares would overflow
+
+
+def test_deep_sigmoid_attenuation_matches_a_float64_reference():
+    """24 plain sigmoid blocks at PyTorch's init: block 1's gradient is ~1e-23 per element."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(depth=24, width=8, activation="sigmoid"))
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    probe = GradFlowProbe(model, "sigmoid")
+    with probe.capture():
+        F.cross_entropy(model(x), y).backward()
+    measured = attenuation(probe.read()["grad_norm"])
+    reference = _reference_grad_norms(model.double(), x.double(), y)
+    expected = math.log10(reference[0] / reference[-1])
+    assert expected < -15
+    assert measured == pytest.approx(expected, abs=0.05)
+
+
 @pytest.mark.parametrize("args,expected", [
     (("completed", -0.3), "healthy"),
     (("completed", -5.0), "vanishing"),
@@ -93,6 +123,8 @@ def test_attenuation_definition():
     (("diverged", 0.0), "diverged"),
     (("completed", -0.5, 0.9, 0.9), "healthy"),  # dead units, but the gradient still flows
     (("completed", math.nan), "diverged"),
+    (("completed", -math.inf), "vanishing"),  # no gradient at all reached block 1
+    (("completed", math.inf), "exploding"),
 ])
 def test_diagnose(args, expected):
     assert diagnose(*args) == expected

@@ -13,6 +13,11 @@ step it records, for every block l with output h_l:
 
 and the attenuation log10(||dL/dh_1|| / ||dL/dh_L||): ~0 healthy, -5 means the
 first block receives 10^5 x less gradient than the last (vanishing).
+
+Norms are computed scaled by the largest element (`norm`), so a gradient whose
+elements are ~1e-23 (their squares underflow float32) still reads exactly; a
+gradient that is truly zero reads 0, and its attenuation is -inf, not a
+clamped number of decades.
 """
 
 from __future__ import annotations
@@ -25,20 +30,40 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from vgtune import checks
 from vgtune.models import RELU_FAMILY
 
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
           "dead_frac", "saturated_frac")
 DIAGNOSES = ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged")
-_TINY = 1e-38  # floor for norms inside log10, so a zero gradient reads as -38, not -inf
+
+
+def norm(t: torch.Tensor) -> torch.Tensor:
+    """||t||_2 in float32 without underflow or overflow: max|t| * ||t / max|t|||; 0 for a zero tensor.
+
+    A plain float32 norm squares each element, so elements below ~1e-19 vanish from it
+    and a 24-block sigmoid stack would read 10^-37 where the truth is 10^-20.
+    """
+    t = t.detach().float().flatten()
+    scale = t.abs().amax()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(t / safe) * scale
 
 
 def attenuation(grad_norms: list[float]) -> float:
-    """log10(||dL/dh_1|| / ||dL/dh_L||) from per-block gradient norms."""
+    """log10(||dL/dh_1|| / ||dL/dh_L||) from per-block gradient norms.
+
+    -inf when no gradient at all reaches the first block, +inf when none reaches the
+    last, NaN when a norm is not finite (or both are zero).
+    """
     first, last = grad_norms[0], grad_norms[-1]
-    if not (math.isfinite(first) and math.isfinite(last)):
+    if not (math.isfinite(first) and math.isfinite(last)) or first == last == 0:
         return math.nan
-    return math.log10(max(first, _TINY) / max(last, _TINY))
+    if first == 0:
+        return -math.inf
+    if last == 0:
+        return math.inf
+    return math.log10(first) - math.log10(last)
 
 
 @dataclass
@@ -51,19 +76,28 @@ class Thresholds:
     saturated: float = 0.5  # mean saturated fraction >= this names a vanishing gradient 'saturated'
     saturation_eps: float = 0.05  # f'(z) below this share of its maximum counts as saturated
 
+    def validate(self) -> None:
+        """Raise ValueError naming the bad threshold and its allowed range."""
+        checks.number("exploding", self.exploding, 0, low_open=True)
+        checks.number("vanishing", self.vanishing, high=0, high_open=True)
+        for name in ("dead", "saturated"):
+            checks.number(name, getattr(self, name), 0, 1, low_open=True)
+        checks.number("saturation_eps", self.saturation_eps, 0, 1, low_open=True, high_open=True)
+
 
 def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,
              saturated_frac: float = 0.0, thresholds: Thresholds | None = None) -> str:
     """Name the gradient pathology of a trial: one of DIAGNOSES.
 
-    `diverged` wins (a non-finite attenuation counts as diverged); then
-    exploding. A vanishing gradient is called `dead` or `saturated` when that
+    `diverged` wins (a NaN attenuation counts as diverged); then exploding
+    (+inf included) and vanishing (-inf included: no gradient reached
+    block 1). A vanishing gradient is called `dead` or `saturated` when that
     share of units explains it. Dead or saturated units alone, with gradient
     still reaching the first block (through skips, say), are healthy: the
     fractions stay in the per-block series for whoever wants them.
     """
     t = thresholds or Thresholds()
-    if status == "diverged" or not math.isfinite(attenuation_value):
+    if status == "diverged" or math.isnan(attenuation_value):
         return "diverged"
     if attenuation_value >= t.exploding:
         return "exploding"
@@ -107,7 +141,7 @@ class GradFlowProbe:
     def _output_hook(self, i: int):
         def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
             if out.requires_grad:
-                out.register_hook(lambda g: self._grads.__setitem__(i, g.detach().float().norm()))
+                out.register_hook(lambda g: self._grads.__setitem__(i, norm(g)))
             h = out.detach().float()
             self._moments[i] = torch.stack([h.mean(), h.std()])
         return hook
@@ -146,12 +180,12 @@ class GradFlowProbe:
             device = self._moments[i].device
             nan = torch.tensor(math.nan, device=device)
             grads = [p.grad.detach().float().flatten() for p in params if p.grad is not None]
-            wgrad = torch.cat(grads).norm() if grads else nan
+            wgrad = norm(torch.cat(grads)) if grads else nan
             ratio = nan
             if self._snapshot is not None:
                 old = self._snapshot[i]
                 now = torch.cat([p.detach().flatten().float() for p in params])
-                ratio = (now - old).norm() / old.norm().clamp_min(_TINY)
+                ratio = norm(now - old) / norm(old)  # nan for an all-zero block (0/0), not a made-up number
             grad = self._grads[i] if self._grads[i] is not None else nan
             rows.append(torch.stack([grad, wgrad, ratio, *self._moments[i], *self._units[i]]))
         values = torch.stack(rows).cpu().tolist()  # (L, len(SERIES))
