@@ -14,7 +14,8 @@ import time
 from mlflow.tracking import MlflowClient
 
 from vgtune.gradflow import SERIES
-from vgtune.tracking import EPOCH_KEYS, epoch_metrics, experiment_id, log_metrics
+from vgtune.runlog import EPOCH_KEYS, epoch_metrics, log_metrics
+from vgtune.store import experiment_id
 
 DEPTH, EPOCHS = 24, 6
 

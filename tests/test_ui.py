@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import REPO, free_port, start_mlflow_server, stop
 from vgtune import spec as spec_mod
+from vgtune.runlog import view_url
 from vgtune.sweep import SweepOptions, run_sweep
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,14 +45,23 @@ def test_mlflow_ui_shows_the_trial_runs(tmp_path):
     base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
     shots = REPO / ".ci-artifacts"
     shots.mkdir(exist_ok=True)
+    view = view_url(f"http://127.0.0.1:{port}", exp.experiment_id)  # the link `vgtune sweep` prints
     try:
         page = _chromium(tmp_path, f"{base}/runs", "--dump-dom").stdout
-        _chromium(tmp_path, f"{base}/runs", f"--screenshot={shots / 'mlflow_ui.png'}")
+        landed = _chromium(tmp_path, view, "--dump-dom").stdout
+        _chromium(tmp_path, view, f"--screenshot={shots / 'mlflow_ui.png'}")
         run_pages = [_chromium(tmp_path, f"{base}/runs/{r.info.run_id}", "--dump-dom").stdout for r in trials]
     finally:
         stop(server)
     # The experiment page lists the sweep's parent run with its two trials folded under it...
     assert sweep_run.info.run_name in page and re.search(r">3<.{0,80}matching runs", page)
+    # The experiment is a model-training one, and the printed link lands on the runs table with
+    # vgtune's columns, not on the GenAI layout (traces, evaluation runs).
+    assert client.get_experiment(exp.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    for genai in ("Evaluation runs", "Traces"):
+        assert genai not in landed, f"landed on the GenAI layout ({genai!r})"
+    for column in ("depth", "test_acc", "grad_attenuation_final", "diagnosis"):
+        assert re.search(rf"role=\"columnheader\"[^>]*>(?:(?!role=\"columnheader\").)*{column}", landed, re.S), column
     # ...and each trial's page opens from there with its name.
     for run, dom in zip(trials, run_pages):
         assert run.info.run_name in dom, f"trial run {run.info.run_name} page did not render"

@@ -1,20 +1,28 @@
-"""Gradient-flow figures (matplotlib, headless)."""
+"""Gradient-flow figures.
+
+Every figure is a bare `matplotlib.figure.Figure` (no pyplot, so no global
+backend or figure registry): it renders with `fig.savefig(path)` in any
+thread and is freed when dropped.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+import math
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=90)
 
 
 def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Figure:
     """||dL/dh_l|| against block l, one line per epoch (epoch 0 = initialization), log scale."""
     # Not pyplot: drawn on the tracker's writer thread, once per trial, so kept cheap:
     # a fixed layout (no tight_layout pass), few plain-text log ticks (no mathtext parsing).
-    fig = Figure(figsize=(6, 3.6), dpi=90)
+    fig = _figure(6, 3.6)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.14)
     cmap = matplotlib.colormaps["viridis"]
@@ -37,10 +45,6 @@ def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Fig
     return fig
 
 
-def close(fig: Figure) -> None:
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------ report figures
 
 DIAGNOSIS_COLOURS = {"healthy": "#4c9a2a", "vanishing": "#3b6fb6", "exploding": "#d1495b", "dead": "#555555",
@@ -58,7 +62,8 @@ def accuracy_heatmap(eff, baseline_acc) -> Figure:
         grid[0, j] = baseline_acc.get(d, np.nan)
     for _, r in eff.iterrows():
         grid[names.index(r["mitigation"]), depths.index(r["depth"])] = r["mitigated_acc"]
-    fig, ax = plt.subplots(figsize=(2.2 + 0.9 * len(depths), 0.9 + 0.32 * len(names)), dpi=90)
+    fig = _figure(2.2 + 0.9 * len(depths), 0.9 + 0.32 * len(names))
+    ax = fig.subplots()
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i in range(len(names)):
         for j in range(len(depths)):
@@ -73,16 +78,23 @@ def accuracy_heatmap(eff, baseline_acc) -> Figure:
     return fig
 
 
-def attenuation_vs_depth(df, factors=("activation", "init", "norm")) -> Figure:
-    """Mean grad_attenuation_init (log10 units) against depth, one panel per factor."""
+def attenuation_vs_depth(df, factors=("activation", "init", "norm"), vanishing: float = -2.0) -> Figure:
+    """Mean grad_attenuation_init (log10 units) against depth, one panel per factor.
+
+    The dashed line is the diagnosis threshold `vanishing`. Trials whose first block got
+    no gradient at all (-inf) cannot enter a mean: they are counted in the legend.
+    """
     present = [f for f in factors if f in df.columns and df[f].nunique() > 0]
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), dpi=90, squeeze=False)
+    fig = _figure(4.2 * len(present), 3.4)
+    axes = fig.subplots(1, len(present), squeeze=False)
     for ax, f in zip(axes[0], present):
         for value, g in df.groupby(f):
-            m = g.groupby("depth")["grad_attenuation_init"].mean()
-            ax.plot(m.index, m.values, marker="o", label=str(value))
+            finite = g[g["grad_attenuation_init"].map(lambda v: math.isfinite(v))]
+            m = finite.groupby("depth")["grad_attenuation_init"].mean()
+            zero = int((g["grad_attenuation_init"] == -math.inf).sum())
+            ax.plot(m.index, m.values, marker="o", label=str(value) + (f" ({zero} with no gradient)" if zero else ""))
         ax.axhline(0, color="grey", lw=0.8)
-        ax.axhline(-2, color="grey", lw=0.8, ls="--")
+        ax.axhline(vanishing, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("depth (blocks)")
         ax.set_ylabel("log10 ||dL/dh_1|| / ||dL/dh_L||")
         ax.set_title(f"attenuation at init by {f}", fontsize=9)
@@ -94,7 +106,8 @@ def attenuation_vs_depth(df, factors=("activation", "init", "norm")) -> Figure:
 
 def layer_profiles(rows) -> Figure:
     """Final per-block gradient norms of representative trials (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=90)
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
     for label, norms, diagnosis in rows:
         blocks = range(1, len(norms) + 1)
         ax.plot(blocks, [n if n > 0 else float("nan") for n in norms], marker="o", ms=2.5,
@@ -112,7 +125,8 @@ def layer_profiles(rows) -> Figure:
 def diagnosis_counts(df) -> Figure:
     """Trials per diagnosis at each depth (stacked)."""
     table = df.groupby(["depth", "diagnosis"]).size().unstack(fill_value=0)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=90)
+    fig = _figure(5.5, 3.4)
+    ax = fig.subplots()
     bottom = None
     for diag in [d for d in DIAGNOSIS_COLOURS if d in table.columns]:
         vals = table[diag].values

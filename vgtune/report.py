@@ -15,10 +15,12 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from vgtune import plots, ranking
-from vgtune.runs import EXTRA_FACTORS, FACTORS, RESULTS, last_experiment, latest_sweep_run, load_trials  # noqa: F401
+from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS
+from vgtune.gradflow import Thresholds
+from vgtune.runs import last_experiment, latest_sweep_run, load_trials  # noqa: F401  (last_experiment: the CLI's)
+from vgtune.store import client_for
 
 METHOD = " ".join(ranking.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
 PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
@@ -42,14 +44,9 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The contract columns first, then extra factors and the sweep folder (no per-block columns)."""
-    extra = [c for c in EXTRA_FACTORS + ["sweep"] if c in df.columns]
-    cols = [c for c in FACTORS + RESULTS if c in df.columns] + extra
-    out = df[cols].copy()
-    for c in FACTORS + RESULTS:
-        if c not in out.columns:
-            out[c] = float("nan")
-    return out[FACTORS + RESULTS + extra]
+    """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
+    cols = list(CONTRACT_FACTORS + RESULTS) + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"]
+    return df.reindex(columns=cols)
 
 
 def _baseline_acc(df: pd.DataFrame) -> dict:
@@ -79,17 +76,16 @@ def _representatives(df: pd.DataFrame, limit: int = 6) -> list[tuple[str, list[f
 
 def _save(fig, path: Path) -> None:
     fig.savefig(path)
-    plots.close(fig)
 
 
-def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path) -> list[str]:
+def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: Thresholds) -> list[str]:
     made = []
     scored = ranking.scored(df)
     if not eff.empty:
         _save(plots.accuracy_heatmap(eff, _baseline_acc(df)), folder / PLOTS[0])
         made.append(PLOTS[0])
     if not scored.empty and scored["grad_attenuation_init"].notna().any():
-        _save(plots.attenuation_vs_depth(scored), folder / PLOTS[1])
+        _save(plots.attenuation_vs_depth(scored, vanishing=thresholds.vanishing), folder / PLOTS[1])
         made.append(PLOTS[1])
     reps = _representatives(df)
     if reps:
@@ -110,9 +106,11 @@ def _findings(df: pd.DataFrame, rank: pd.DataFrame, trends: pd.DataFrame) -> lis
     if not rank.empty:
         best = rank.iloc[0]
         depth = [c for c in rank.columns if c.startswith("delta_acc_d")][-1][len("delta_acc_d"):]
+        interval = (f", 95% CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])}"
+                    if pd.notna(best["ci_low"]) else ", no interval: one pair")
         lines.append(f"Best mitigation at depth {depth}: **{best['mitigation']}**, test accuracy "
                      f"{best['baseline_acc']:.2f} -> {best['mitigated_acc']:.2f} "
-                     f"({best['delta_test_acc']:+.2f}, 95% CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])}); "
+                     f"({best['delta_test_acc']:+.2f}{interval}); "
                      f"made {best['rescued']} of {best['unhealthy_baselines']} unhealthy baselines healthy.")
     if not trends.empty:
         verdicts = trends["verdict"].value_counts().to_dict()
@@ -154,15 +152,21 @@ def _html(name: str, findings: list[str], tables: dict[str, pd.DataFrame], image
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 
-def _log_to_parent(uri: str, experiment: str, folder: Path) -> None:
-    client = MlflowClient(uri)
+def _sweep_run(uri: str, experiment: str):
+    client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
-    run = latest_sweep_run(client, [exp.experiment_id])
-    if run is not None:
-        client.log_artifacts(run.info.run_id, str(folder), "report")
+    return client, latest_sweep_run(client, [exp.experiment_id])
 
 
-def write(df: pd.DataFrame, name: str, folder: Path) -> tuple[list[str], pd.DataFrame]:
+def thresholds_of(run) -> Thresholds:
+    """The diagnosis thresholds a sweep ran with (its `thresholds.*` params; defaults if absent)."""
+    given = {k.split(".", 1)[1]: float(v) for k, v in (run.data.params if run else {}).items()
+             if k.startswith("thresholds.")}
+    return Thresholds(**{k: v for k, v in given.items() if k in vars(Thresholds())})
+
+
+def write(df: pd.DataFrame, name: str, folder: Path,
+          thresholds: Thresholds | None = None) -> tuple[list[str], pd.DataFrame]:
     """All report files for a trials frame (no MLflow needed); returns (findings, ranking)."""
     folder.mkdir(parents=True, exist_ok=True)
     eff = ranking.effects(df)
@@ -178,7 +182,7 @@ def write(df: pd.DataFrame, name: str, folder: Path) -> tuple[list[str], pd.Data
     for fname, table in zip(("mitigations.csv", "main_effects.csv", "best_per_depth.csv", "depth_trends.csv"),
                             [rank, *list(tables.values())[2:]]):
         table.to_csv(folder / fname, index=False)
-    images = _write_plots(df, eff, folder)
+    images = _write_plots(df, eff, folder, thresholds or Thresholds())
     findings = _findings(df, rank, trends)
     (folder / "report.md").write_text(_markdown(name, findings, tables, images))
     (folder / "report.html").write_text(_html(name, findings, tables, images, folder))
@@ -189,10 +193,11 @@ def build(experiment: str, uri: str, out_root: Path, show: bool = False, sweep: 
           log_artifacts: bool = True) -> Path:
     """Write the report folder for `experiment` from MLflow and return it."""
     df = load_trials(uri, experiment, sweep)
+    client, run = _sweep_run(uri, experiment)
     folder = out_root / experiment
-    findings, rank = write(df, experiment, folder)
-    if log_artifacts:
-        _log_to_parent(uri, experiment, folder)
+    findings, rank = write(df, experiment, folder, thresholds_of(run))
+    if log_artifacts and run is not None:
+        client.log_artifacts(run.info.run_id, str(folder), "report")
     if show:
         _print_summary(findings, rank)
     return folder
