@@ -33,3 +33,34 @@ def test_report_needs_an_experiment(tmp_path, capsys):
 def test_report_last_with_no_sweep_says_so(tmp_path, capsys):
     assert cli.main(["report", "--last", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
     assert "no vgtune sweep in" in capsys.readouterr().err
+
+
+def test_probe_applies_the_specs_saturation_threshold(tmp_path, capsys):
+    spec = tmp_path / "sat.yaml"
+    spec.write_text("name: sat\nparameters: {depth: [6]}\nfixed: {width: 8, activation: tanh, init: normal}\n")
+    fractions = {}
+    for eps in (0.05, 0.999):
+        assert cli.main(["probe", str(spec), "--out", str(tmp_path), "--set", f"thresholds.saturation_eps={eps}"]) == 0
+        fractions[eps] = pd.read_csv(tmp_path / "sat" / "probe.csv")["saturated_frac"].item()
+    # Small weights keep tanh near 0: no unit has tanh' < 5% of its maximum, some have it < 99.9%.
+    assert fractions[0.05] == 0.0 and fractions[0.999] > 0.01
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    spec = tmp_path / "many.yaml"
+    spec.write_text("name: many\nparameters: {depth: [2, 3, 4, 5, 6, 7, 8]}\nfixed: {width: 4}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "vgtune.cli", "sweep", str(spec), "--dry-run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written (`| head -0`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_resume_command_repeats_the_options_that_matter():
+    args = cli.build_parser().parse_args(["sweep", "sweeps/x y.yaml", "--set", "fixed.epochs=2", "--storage", "/s",
+                                          "--tracking-uri", "sqlite:///a.db", "-v", "0"])
+    assert cli.resume_command(args) == ("vgtune sweep 'sweeps/x y.yaml' --set fixed.epochs=2 --tracking-uri "
+                                        "sqlite:///a.db --storage /s -v 0 --resume")

@@ -98,7 +98,9 @@ def test_sigterm_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path):
                             stderr=subprocess.STDOUT)
     assert _wait_for(lambda: sum(r.info.status == "FINISHED" for r in _runs(uri, "term")[1]) >= 1)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 143, out[-3000:]
+    assert "interrupted" in out and "--resume" in out
     _, before = _runs(uri, "term")
     finished = {r.data.tags["vgtune.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
     assert 1 <= len(finished) < 4

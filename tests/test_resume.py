@@ -4,6 +4,7 @@ The sweep runs as a `vgtune` subprocess with its own local Ray, so this module
 starts no Ray of its own.
 """
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -53,13 +54,19 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
             break
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted" in out and "Tuner.restore" not in out and "still running" not in out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("Continue with: ")]
+    resume = shlex.split(line.removeprefix("Continue with: "))
+    assert resume[:2] == ["vgtune", "sweep"] and resume[-1] == "--resume"
     _, before = _trial_runs(uri)
     done_before = {r.data.tags["vgtune.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
     assert 2 <= len(done_before) < 8
 
-    resumed = subprocess.run(_sweep(tmp_path, "--resume"), capture_output=True, text=True, timeout=300,
-                             cwd=tmp_path)
+    # The line the interrupted sweep printed, run as printed (`vgtune` is this interpreter's).
+    resumed = subprocess.run([sys.executable, "-m", "vgtune.cli", *resume[1:]], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     client, after = _trial_runs(uri)
     ids = [r.data.tags["vgtune.trial_id"] for r in after]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -61,6 +62,34 @@ def _dry_run(spec) -> int:
     return 0
 
 
+def resume_command(args) -> str:
+    """The exact `vgtune sweep ... --resume` line that continues this invocation's sweep."""
+    words = ["vgtune", "sweep", args.spec]
+    for item in args.overrides:
+        words += ["--set", item]
+    defaults = build_parser().parse_args(["sweep", args.spec])
+    for name in ("address", "tracking_uri", "storage", "out", "num_cpus", "verbose"):
+        value = getattr(args, name)
+        if value != getattr(defaults, name):
+            words += ["-v" if name == "verbose" else f"--{name.replace('_', '-')}", str(value)]
+    if args.no_report:
+        words.append("--no-report")
+    return shlex.join(words + ["--resume"])
+
+
+def _browse_hint(uri: str, experiment: str) -> str:
+    """Where the runs table opens with vgtune's columns (`make ui` serves a SQLite store)."""
+    from vgtune.runlog import view_url
+    from vgtune.store import client_for
+
+    exp = client_for(uri).get_experiment_by_name(experiment)
+    if exp is None:
+        return "`make ui`"
+    if uri.startswith("http"):
+        return view_url(uri, exp.experiment_id)
+    return f"`make ui`, then {view_url('http://127.0.0.1:5000', exp.experiment_id)}"
+
+
 def cmd_sweep(args) -> int:
     from vgtune import spec as spec_mod
 
@@ -70,17 +99,27 @@ def cmd_sweep(args) -> int:
     from vgtune.sweep import SweepOptions, run_sweep
 
     # SIGTERM (a scheduler's kill, `docker stop`) stops as gracefully as Ctrl-C: Tune saves its state.
-    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    received: list[int] = []
+
+    def on_sigterm(signum, frame) -> None:
+        received.append(signum)
+        os.kill(os.getpid(), signal.SIGINT)
+    signal.signal(signal.SIGTERM, on_sigterm)
     options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
     outcome = run_sweep(spec, options)
-    counts: dict[str, int] = {}
-    for t in outcome.trials:
-        counts[t["last"].get("status", "error")] = counts.get(t["last"].get("status", "error"), 0) + 1
+    if outcome.unfinished:
+        print(f"\nsweep {outcome.sweep_id}: interrupted after {outcome.wall_seconds:.0f}s; "
+              f"{outcome.finished} of {len(outcome.trials)} trials finished, {outcome.unfinished} did not.",
+              file=sys.stderr)
+        print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})", file=sys.stderr)
+        print(f"Continue with: {resume_command(args)}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
     print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s, "
           f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
     print(f"Tune results:  {outcome.path}")
-    print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r}; browse with `make ui`)")
+    print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})")
+    print(f"Browse:        {_browse_hint(outcome.tracking_uri, outcome.experiment)}")
     if not args.no_report:
         from vgtune import report
 
@@ -114,7 +153,7 @@ def cmd_probe(args) -> int:
 
 def cmd_report(args) -> int:
     from vgtune import report
-    from vgtune.tracking import resolve_uri
+    from vgtune.store import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     if not args.experiment and not args.last:
@@ -138,16 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"sweep": cmd_sweep, "probe": cmd_probe, "report": cmd_report}[args.command]
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()
+        return code
     except (SpecError, UnknownExperiment) as exc:
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 2
     except TrackingError as exc:
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`vgtune ... | head`): end quietly, as `ls | head` does. Point
+        # stdout at /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("vgtune: interrupted; state is saved, continue with --resume", file=sys.stderr)
-        return 130
+        hint = f"; continue with: {resume_command(args)}" if args.command == "sweep" else ""
+        print(f"vgtune: interrupted{hint}", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
