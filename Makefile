@@ -9,6 +9,14 @@ ARGS   ?=
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 TRACKING_URI ?= sqlite:///mlflow.db
+# `make submit` logs to http://HOST:PORT when either is given on the command line, else to
+# $(MLFLOW_TRACKING_URI) when it is set, else to the server `make mlflow-server` starts.
+SERVER_URI   := http://$(HOST):$(PORT)
+ifneq ($(filter command line,$(origin HOST) $(origin PORT)),)
+SUBMIT_URI   ?= $(SERVER_URI)
+else
+SUBMIT_URI   ?= $(or $(MLFLOW_TRACKING_URI),$(SERVER_URI))
+endif
 MLFLOW_DB    ?= sqlite:///mlflow.db
 ARTIFACTS    ?= mlartifacts
 RAY_PORT     ?= 6379
@@ -31,6 +39,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 ui: $(STAMP)
+	@echo "vgtune runs table: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
 
 report: $(STAMP)
@@ -53,7 +62,7 @@ cluster-up: $(STAMP)
 	$(BIN)/python -m vgtune.cluster up --port $(RAY_PORT) --dashboard-port $(DASHBOARD_PORT)
 
 submit: $(STAMP)
-	$(BIN)/python -m vgtune.cluster submit $(SPEC) --tracking-uri http://$(HOST):$(PORT) --storage $(STORAGE) \
+	$(BIN)/python -m vgtune.cluster submit $(SPEC) --tracking-uri $(SUBMIT_URI) --storage $(STORAGE) \
 		$(if $(ARGS),-- $(ARGS))
 
 cluster-down: $(STAMP)

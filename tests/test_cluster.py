@@ -1,11 +1,13 @@
 """A real 2-node Ray cluster and a real MLflow server on loopback; a sweep through the job API."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -36,14 +38,41 @@ def services(tmp_path_factory):
                         token_path=str(tmp / "auth_token"))
     mlflow_port = free_port()
     server = start_mlflow_server(tmp / "mlflow.db", tmp / "artifacts", mlflow_port)
+    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)  # not the cluster's: must survive
+    members: set[int] = set()
     try:
         up(cfg, state)
         yield cfg, f"http://127.0.0.1:{mlflow_port}", tmp
+        members = set(cluster_pids(cfg)) | set(_naming(cfg.temp_dir))  # after the jobs: every daemon and worker
+        assert len(members) >= 10, members
     finally:
         if state.exists():
             down(state)
         stop(server)
-    assert cluster_pids(cfg.temp_dir) == [], "cluster processes left behind"
+    alive = [p for p in members if _alive(p)]
+    assert alive == [] and cluster_pids(cfg) == [] and _naming(cfg.temp_dir) == [], "cluster processes left behind"
+    assert bystander.poll() is None, "down() killed a process that was not the cluster's"
+    bystander.kill()
+    bystander.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _naming(temp_dir: str) -> list[int]:
+    """Processes whose command line names the cluster's temp dir (how they start, before renaming)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and temp_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return [p for p in pids if p != os.getpid() and _alive(p)]
 
 
 def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):

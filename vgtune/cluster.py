@@ -7,9 +7,15 @@
 `up` starts a head node and a second worker node with `ray start`, both on
 127.0.0.1, in a temp dir of their own, with Ray's token authentication on and
 a fresh token in `.cluster/auth_token` (every command here passes it through
-RAY_AUTH_TOKEN_PATH); `down` stops exactly the processes that run under that
-temp dir (never `ray stop`, which stops every Ray of the user). Without a token,
-Ray's job API has no authentication: keep the dashboard on loopback.
+RAY_AUTH_TOKEN_PATH). Each `ray start` runs in a session of its own, which
+every daemon and worker of that node inherits; `down` stops exactly the
+processes of those sessions, whatever they renamed themselves to (never `ray
+stop`, which stops every Ray of the user). The token protects the job API and
+dashboard; keep them on loopback all the same.
+
+The cluster is driven through Ray's CLI in subprocesses, not `ray.util.state` /
+`JobSubmissionClient` in this process: the token settings then stay out of the
+caller's environment (a test process that also runs a local Ray, say).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE = Path(".cluster/state.json")
@@ -36,6 +42,7 @@ class ClusterConfig:
     cpus_per_node: int = 1  # logical CPUs each node offers
     temp_dir: str = ""  # Ray's temp dir for this cluster (default /tmp/vgtune-ray-PORT)
     token_path: str = ""  # auth token shared by the nodes, the job API and its clients
+    sessions: list[int] = field(default_factory=list)  # session ids of the nodes' `ray start` (set by `up`)
 
     @property
     def address(self) -> str:
@@ -56,10 +63,17 @@ def environment(cfg: ClusterConfig) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _run(cmd: list[str], cfg: ClusterConfig, timeout: float = 120) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environment(cfg))
+def _run(cmd: list[str], cfg: ClusterConfig, timeout: float = 120) -> int:
+    """Run `cmd` in a session of its own; returns that session's id (= the pid `cmd` started with).
+
+    `ray start` leaves its daemons in this session, however they rename themselves later.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(cfg),
+                            start_new_session=True)
+    out, err = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{out[-2000:]}\n{err[-2000:]}")
+    return proc.pid
 
 
 def up(cfg: ClusterConfig, state: Path = STATE) -> ClusterConfig:
@@ -70,13 +84,17 @@ def up(cfg: ClusterConfig, state: Path = STATE) -> ClusterConfig:
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     cfg.token_path = str(token)
-    state.write_text(json.dumps(asdict(cfg)))
     common = ["--node-ip-address", cfg.host, "--num-cpus", str(cfg.cpus_per_node), "--disable-usage-stats"]
-    _run([_ray(), "start", "--head", "--port", str(cfg.port), "--dashboard-host", cfg.host,
-          "--dashboard-port", str(cfg.dashboard_port), "--include-dashboard", "true",
-          "--temp-dir", f"{cfg.temp_dir}/head", *common], cfg)
-    # Its own temp dir: nodes sharing one would share (and garbage-collect) runtime-env files.
-    _run([_ray(), "start", "--address", cfg.address, "--temp-dir", f"{cfg.temp_dir}/worker", *common], cfg)
+    nodes = [[_ray(), "start", "--head", "--port", str(cfg.port), "--dashboard-host", cfg.host,
+              "--dashboard-port", str(cfg.dashboard_port), "--include-dashboard", "true",
+              "--temp-dir", f"{cfg.temp_dir}/head", *common],
+             # Its own temp dir: nodes sharing one would share (and garbage-collect) runtime-env files.
+             [_ray(), "start", "--address", cfg.address, "--temp-dir", f"{cfg.temp_dir}/worker", *common]]
+    for cmd in nodes:
+        try:
+            cfg.sessions.append(_run(cmd, cfg))
+        finally:  # recorded as it goes: a node that failed half-way is still stopped by `down`
+            state.write_text(json.dumps(asdict(cfg)))
     _wait_for_nodes(cfg, 2)
     _wait_for_job_api(cfg)
     return cfg
@@ -115,43 +133,42 @@ def load(state: Path = STATE) -> ClusterConfig:
     return ClusterConfig(**json.loads(state.read_text()))
 
 
-def cluster_pids(temp_dir: str) -> list[int]:
-    """Processes of this cluster: every Ray process names its temp/session dir on its command line."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmdline:
-            pids.append(int(proc.name))
-    return pids
+def _session(pid: int) -> int | None:
+    """The session id of a live, non-zombie process (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[3])
+
+
+def cluster_pids(cfg: ClusterConfig) -> list[int]:
+    """Live processes of this cluster: every process in the sessions its `ray start`s opened."""
+    sessions = set(cfg.sessions)
+    me = os.getpid()
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and int(p.name) != me and _session(int(p.name)) in sessions]
 
 
 def down(state: Path = STATE, timeout: float = 10) -> int:
     """Stop exactly this cluster's processes (SIGTERM, then SIGKILL); returns how many there were."""
     cfg = load(state)
-    pids = cluster_pids(cfg.temp_dir)
+    seen: set[int] = set()
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.time() + timeout
-        while time.time() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in pids):
+        while (pids := cluster_pids(cfg)) and time.time() < deadline:
+            for pid in set(pids) - seen if sig == signal.SIGTERM else pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            seen |= set(pids)
             time.sleep(0.2)
+    left = cluster_pids(cfg)
+    if left:
+        raise RuntimeError(f"cluster processes {left} survived SIGKILL")
     state.unlink(missing_ok=True)
-    return len(pids)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+    return len(seen)
 
 
 def submit_command(cfg: ClusterConfig, spec: str, tracking_uri: str, storage: str, extra: list[str],
@@ -178,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down")
     p_sub = sub.add_parser("submit")
     p_sub.add_argument("spec")
-    p_sub.add_argument("--tracking-uri", default="http://127.0.0.1:5000")
+    p_sub.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",
+                       help="MLflow server the sweep logs to (default: $MLFLOW_TRACKING_URI or http://127.0.0.1:5000)")
     p_sub.add_argument("--storage", default=str(Path("runs").resolve()),
                        help="a path every node can reach (default: ./runs, fine for this machine)")
     p_sub.add_argument("extra", nargs="*", help="more `vgtune sweep` options, after --")
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = up(ClusterConfig(port=args.port, dashboard_port=args.dashboard_port,
                                cpus_per_node=args.cpus_per_node))
         print(f"Ray cluster up: 2 nodes at {cfg.address}, dashboard and job API at {cfg.dashboard} "
-              "(no authentication: loopback only)")
+              f"(token authentication, token in {cfg.token_path}; bound to {cfg.host} only)")
         return 0
     if args.command == "down":
         print(f"stopped {down()} processes of the cluster")
