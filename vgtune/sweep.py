@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from vgtune.spec import SpecError, SweepSpec, check_data, check_resources
-from vgtune.tracking import check_uri, flush_all, resolve_uri
+from vgtune.store import check_uri, resolve_uri
+from vgtune.tracking import flush_all
 
 
 @dataclass
@@ -45,6 +46,11 @@ class SweepOutcome:
     wall_seconds: float  # Tuner.fit() wall time
     concurrency: int  # trials the cluster could run at once
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
+    unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
+
+    @property
+    def finished(self) -> int:
+        return len(self.trials) - self.unfinished
 
     def seconds(self, key: str) -> float:
         """A per-trial time (train_seconds, eval_seconds, setup_seconds) summed over the trials."""
@@ -80,11 +86,18 @@ def _init_ray(options: SweepOptions) -> None:
     # ...so the ResultGrid finds no result.json; the last results it needs come from memory.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table, with factor columns
+    # An interrupted sweep says itself how to continue (`vgtune sweep SPEC --resume`), not Tune's API.
+    logging.getLogger("ray.tune.tune").addFilter(_no_restore_hint)
     if options.address:
         _check_address(options.address)
         ray.init(address=options.address, log_to_driver=options.verbose > 1)
     else:
         ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1)
+
+
+def _no_restore_hint(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return "Tuner.restore" not in message and "Trials did not complete" not in message
 
 
 def _scheduler(spec: SweepSpec):
@@ -133,8 +146,9 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
 
     stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
                if spec.stop.gradient_collapse else None)
+    thresholds = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
-                            len(spec.trials), stopper)
+                            len(spec.trials), stopper, factors=spec.factors, params=thresholds)
     reporter = tune.CLIReporter(
         parameter_columns={f"train/{k}": k for k in spec.factors},
         metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
@@ -210,9 +224,13 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     tuner = _restore(spec, path) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
     concurrency = _concurrency(spec)
     t0 = time.perf_counter()
-    grid = tuner.fit()
+    trackers = []
+    try:
+        grid = tuner.fit()
+    finally:
+        trackers = flush_all()
     wall = time.perf_counter() - t0
-    flush_all()
+    unfinished = sum(t.unfinished for t in trackers)
     trials = []
     for result in grid:
         last = dict(result.metrics or {})
@@ -220,7 +238,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         last.pop("layers_init", None)
         trials.append({"config": (result.config or {}).get("train", {}), "last": last,
                        "error": str(result.error) if result.error else None})
-    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials)
+    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished)
 
 
 def _concurrency(spec: SweepSpec) -> int:
