@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ class SweepOutcome:
     concurrency: int  # trials the cluster could run at once
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
     unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
+    signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
 
     @property
     def finished(self) -> int:
@@ -217,6 +220,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = storage / sweep_id
     _init_ray(options)
+    received = _stop_on_sigterm()
     if options.address:
         import ray
 
@@ -238,7 +242,24 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         last.pop("layers_init", None)
         trials.append({"config": (result.config or {}).get("train", {}), "last": last,
                        "error": str(result.error) if result.error else None})
-    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished)
+    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
+                        received[0] if received else None)
+
+
+def _stop_on_sigterm() -> list[int]:
+    """Make SIGTERM (a scheduler's kill, `docker stop`) stop the sweep as gracefully as Ctrl-C.
+
+    Installed after `ray.init`, whose own SIGTERM handler would abort the driver. The
+    handler turns SIGTERM into the SIGINT Tune listens for; the list records it.
+    """
+    received: list[int] = []
+
+    def handler(signum, frame) -> None:
+        received.append(signum)
+        os.kill(os.getpid(), signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+    return received
 
 
 def _concurrency(spec: SweepSpec) -> int:
