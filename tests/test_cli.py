@@ -64,3 +64,17 @@ def test_resume_command_repeats_the_options_that_matter():
                                           "--tracking-uri", "sqlite:///a.db", "-v", "0"])
     assert cli.resume_command(args) == ("vgtune sweep 'sweeps/x y.yaml' --set fixed.epochs=2 --tracking-uri "
                                         "sqlite:///a.db --storage /s -v 0 --resume")
+
+
+def test_probe_draws_the_phase_diagram_with_the_critical_line(tmp_path, capsys):
+    spec = tmp_path / "phase.yaml"
+    spec.write_text("name: ph\nparameters: {init_scale: [0.3, 0.6, 1.0, 2.0], depth: [2, 8]}\n"
+                    "fixed: {width: 8, activation: tanh, init: xavier_normal}\n")
+    assert cli.main(["probe", str(spec), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(tmp_path / "ph" / "probe.csv")
+    assert {"chi1", "depth_scale", "grad_attenuation_predicted", "theory"} <= set(df.columns)
+    assert (tmp_path / "ph" / "phase_tanh.png").stat().st_size > 0
+    # tanh's critical sigma_w^2 is 1: Xavier's 2.78 times init_scale^2 crosses it between 0.6 and 1.0
+    critical = float(out.split("chi_1 = 1 at init_scale ")[1].split(")")[0])
+    assert 0.6 < critical < 1.0

@@ -94,3 +94,25 @@ def test_an_axis_outside_the_contract_columns_keeps_every_trial(tmp_path):
     _, runs = _trial_runs(outcome.tracking_uri, "axes")
     assert {r.info.run_name.rsplit(" ", 1)[0] for r in runs} == {
         f"probe_every={p} diverge_loss={d}" for p in (0, 5) for d in (1000.0, 10000.0)}
+
+
+def test_theory_columns_and_the_phase_diagram_reach_the_report(tmp_path):
+    import pandas as pd
+
+    from vgtune import report
+
+    spec = spec_mod.parse({"name": "phase", "parameters": {"init_scale": [0.5, 2.0], "depth": [2, 4],
+                                                           "norm": ["none", "batch"]},
+                           "fixed": {"width": 4, "epochs": 1, "activation": "tanh", "init": "xavier_normal"}})
+    outcome = run_sweep(spec, _options(tmp_path))
+    folder = report.build("phase", outcome.tracking_uri, tmp_path / "reports")
+    trials = pd.read_csv(folder / "trials.csv")
+    plain, bn = trials[trials["norm"] == "none"], trials[trials["norm"] == "batch"]
+    assert plain["grad_attenuation_predicted"].notna().all() and (plain["theory"] == "mean field").all()
+    assert (plain.groupby("init_scale")["chi1"].mean().diff().dropna() > 0).all()  # larger weights, larger chi1
+    assert bn["grad_attenuation_predicted"].isna().all() and (bn["theory"] == "n/a: batch norm").all()
+    assert (folder / "phase_accuracy.png").stat().st_size > 0 and (folder / "theory_vs_measured.png").exists()
+    critical = pd.read_csv(folder / "theory_critical.csv")
+    assert critical.loc[0, "activation"] == "tanh" and abs(critical.loc[0, "critical_sigma_w2"] - 1) < 1e-3
+    _, runs = _trial_runs(outcome.tracking_uri, "phase")
+    assert all("grad_attenuation_predicted" in r.data.metrics for r in runs if r.data.params["norm"] == "none")

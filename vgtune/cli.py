@@ -98,13 +98,6 @@ def cmd_sweep(args) -> int:
         return _dry_run(spec)
     from vgtune.sweep import SweepOptions, run_sweep
 
-    # SIGTERM (a scheduler's kill, `docker stop`) stops as gracefully as Ctrl-C: Tune saves its state.
-    received: list[int] = []
-
-    def on_sigterm(signum, frame) -> None:
-        received.append(signum)
-        os.kill(os.getpid(), signal.SIGINT)
-    signal.signal(signal.SIGTERM, on_sigterm)
     options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
     outcome = run_sweep(spec, options)
@@ -114,7 +107,7 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})", file=sys.stderr)
         print(f"Continue with: {resume_command(args)}", file=sys.stderr)
-        return 128 + (received[0] if received else signal.SIGINT)
+        return 128 + (outcome.signal or signal.SIGINT)
     print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s, "
           f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
     print(f"Tune results:  {outcome.path}")
@@ -139,7 +132,7 @@ def cmd_probe(args) -> int:
     t0, rows = time.perf_counter(), []
     for t in spec.trials:
         summary = probe(TrainConfig.from_dict(t | {"device": "auto"}), spec.thresholds)["summary"]
-        rows.append({k: t[k] for k in spec.factors or ["depth"]} | summary)
+        rows.append({k: t[k] for k in spec.factors or ["depth"]} | {"activation": t["activation"]} | summary)
     df = pd.DataFrame(rows).sort_values("grad_attenuation")
     out = Path(args.out) / spec.name
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +141,28 @@ def cmd_probe(args) -> int:
         print(df.to_string(index=False, max_rows=60))
     print(f"\n{len(rows)} configurations probed at initialization in {time.perf_counter() - t0:.1f}s "
           f"-> {out / 'probe.csv'}")
+    for path, critical in _phase_diagrams(df, out):
+        print(f"phase diagram: {path} (theory: chi_1 = 1 at init_scale {critical:.3g})")
     return 0
+
+
+def _phase_diagrams(df, out: Path) -> list[tuple[Path, float]]:
+    """Measured attenuation over init_scale x depth with the chi_1 = 1 line, one figure per activation."""
+    from vgtune import phase
+
+    if not phase.has_phase_axes(df):
+        return []
+    made = []
+    groups = df.groupby("activation") if "activation" in df.columns else [("", df)]
+    for act, g in groups:
+        if not phase.has_phase_axes(g):
+            continue
+        label = f"{act} measured log10 ||dL/dh_1|| / ||dL/dh_L|| at init".strip()
+        path = out / (f"phase_{act}.png" if act else "phase.png")
+        phase.phase_figure(g, "grad_attenuation", label, trainable=False, cmap="coolwarm_r", vmin=-8,
+                           vmax=8).savefig(path)
+        made.append((path, phase.critical_scale(g)))
+    return made
 
 
 def cmd_report(args) -> int:

@@ -13,6 +13,8 @@ Trials-table columns (`trials.csv`), in this order:
 - the results `status, diagnosis, test_acc, val_acc, train_loss,
   grad_attenuation_init, grad_attenuation_final, train_seconds, epochs_run,
   mlflow_run_id` (`RESULTS`);
+- the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
+  (`THEORY`, see `vgtune.theory`);
 - every other `TrainConfig` field, in declaration order.
 """
 
@@ -38,6 +40,7 @@ class TrainConfig:
     kernel_size: int = 3  # conv kernel side
     activation: str = "relu"  # see vgtune.models.ACTIVATIONS
     init: str = "default"  # see vgtune.models.INITS
+    init_scale: float = 1.0  # multiplies the initialized conv weights (sigma_w^2 scales by its square)
     norm: str = "none"  # see vgtune.models.NORMS
     residual: str = "none"  # see vgtune.models.RESIDUALS
     pool: str = "none"  # pooling between stages: none | max | avg
@@ -93,6 +96,7 @@ class TrainConfig:
         get_loader(self.dataset)
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         checks.number("lr", self.lr, 0, low_open=True)
+        checks.number("init_scale", self.init_scale, 0, low_open=True)
         checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
@@ -116,6 +120,8 @@ CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", 
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
 RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
            "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
+# The mean-field prediction beside the measurement (vgtune.theory); `theory` says why one is empty.
+THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
 _HINTS = typing.get_type_hints(TrainConfig)
 TYPES: dict[str, type] = {  # field -> int | float | bool | str (Optional unwrapped)
     name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None)) for name, hint in _HINTS.items()}

@@ -225,12 +225,19 @@ def get_init(name: str) -> Callable[[torch.Tensor, str], None] | None:
 
 
 @torch.no_grad()
-def init_weights(model: CNN, name: str, sample: torch.Tensor | None = None) -> None:
-    """Initialize every block's conv weights with the named scheme; biases to 0.
+def init_weights(model: CNN, name: str, sample: torch.Tensor | None = None, scale: float = 1.0) -> None:
+    """Initialize every block's conv weights with the named scheme (biases to 0), then multiply them by `scale`.
 
     `lsuv` (Mishkin & Matas 2016) also needs `sample`, a batch of inputs, to
     rescale each layer until its output has unit variance.
     """
+    _init_scheme(model, name, sample)
+    if scale != 1.0:
+        for block in model.blocks:
+            block.conv.weight.mul_(scale)
+
+
+def _init_scheme(model: CNN, name: str, sample: torch.Tensor | None) -> None:
     fn = get_init(name)
     if fn is None:
         return

@@ -138,3 +138,58 @@ def diagnosis_counts(df) -> Figure:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ theory
+
+def phase_diagram(df, value: str, label: str, critical_scale: float, trainable: dict | None = None,
+                  cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None) -> Figure:
+    """`value` over init_scale (x) x depth (y) as a heatmap, with the predicted chi_1 = 1 line.
+
+    `trainable` maps init_scale -> 6 xi, the depth up to which theory expects a plain net to train.
+    """
+    import numpy as np
+
+    grid = df.pivot_table(index="depth", columns="init_scale", values=value, aggfunc="mean").sort_index()
+    scales, depths = list(grid.columns), list(grid.index)
+    fig = _figure(1.8 + 0.55 * len(scales), 1.2 + 0.32 * len(depths))
+    ax = fig.subplots()
+    shown = grid.to_numpy(dtype=float)
+    im = ax.imshow(np.where(np.isfinite(shown), shown, np.nan), origin="lower", aspect="auto", cmap=cmap,
+                   vmin=vmin, vmax=vmax)
+    x_of = lambda s: float(np.interp(math.log(s), [math.log(v) for v in scales], range(len(scales))))  # noqa: E731
+    if math.isfinite(critical_scale) and scales[0] <= critical_scale <= scales[-1]:
+        ax.axvline(x_of(critical_scale), color="white", lw=2, ls="--",
+                   label=f"chi_1 = 1 (init_scale {critical_scale:.2f})")
+    if trainable:
+        pts = sorted((s, d) for s, d in trainable.items() if scales[0] <= s <= scales[-1] and math.isfinite(d))
+        ys = [float(np.interp(d, depths, range(len(depths)), right=len(depths) - 0.5)) for _, d in pts]
+        ax.plot([x_of(s) for s, _ in pts], ys, color="red", lw=2, label="6 xi (trainable depth)")
+    ax.set_xticks(range(len(scales)), [f"{s:g}" for s in scales], fontsize=7)
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths], fontsize=7)
+    ax.set_xlabel("init_scale (sigma_w^2 x init_scale^2)")
+    ax.set_ylabel("depth (blocks)")
+    ax.set_title(label, fontsize=9)
+    ax.set_ylim(-0.5, len(depths) - 0.5)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def measured_vs_predicted(df) -> Figure:
+    """Measured init attenuation against mean-field theory's, one colour per activation."""
+    fig = _figure(4.6, 4.2)
+    ax = fig.subplots()
+    for act, g in df.groupby("activation"):
+        ax.scatter(g["grad_attenuation_predicted"], g["grad_attenuation_init"], s=14, label=str(act))
+    low = min(df["grad_attenuation_predicted"].min(), df["grad_attenuation_init"].min())
+    high = max(df["grad_attenuation_predicted"].max(), df["grad_attenuation_init"].max())
+    ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--", label="measured = predicted")
+    ax.set_xlabel("predicted log10 ||dL/dh_1|| / ||dL/dh_L|| (mean field)")
+    ax.set_ylabel("measured at initialization")
+    ax.set_title("gradient flow at init: theory and probe", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from vgtune import plots, ranking
-from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS
+from vgtune import phase, plots, ranking
+from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS, THEORY
 from vgtune.gradflow import Thresholds
 from vgtune.runs import last_experiment, latest_sweep_run, load_trials  # noqa: F401  (last_experiment: the CLI's)
 from vgtune.store import client_for
 
 METHOD = " ".join(ranking.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
 PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
+THEORY_PLOTS = ("theory_vs_measured.png", "phase_accuracy.png")  # where the sweep has plain configurations
 
 
 def _fmt(value) -> str:
@@ -45,7 +46,7 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
-    cols = list(CONTRACT_FACTORS + RESULTS) + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"]
+    cols = list(CONTRACT_FACTORS + RESULTS + THEORY) + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"]
     return df.reindex(columns=cols)
 
 
@@ -94,6 +95,15 @@ def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: 
     if not df.empty:
         _save(plots.diagnosis_counts(df), folder / PLOTS[3])
         made.append(PLOTS[3])
+    plain = phase.predicted(scored)
+    if not plain.empty and plain["grad_attenuation_init"].notna().any():
+        _save(plots.measured_vs_predicted(plain), folder / THEORY_PLOTS[0])
+        made.append(THEORY_PLOTS[0])
+    if phase.has_phase_axes(scored):
+        label = "test accuracy; red: 6 xi, the depth theory expects plain nets to train to"
+        _save(phase.phase_figure(scored, "test_acc", label, trainable=True, cmap="RdYlGn", vmin=0, vmax=1),
+              folder / THEORY_PLOTS[1])
+        made.append(THEORY_PLOTS[1])
     return made
 
 
@@ -120,6 +130,9 @@ def _findings(df: pd.DataFrame, rank: pd.DataFrame, trends: pd.DataFrame) -> lis
             lines.append(f"{verdicts['degradation']} of them kept healthy gradients at depth: that is "
                          "degradation (He et al. 2016), an optimization problem that vanishing gradients do "
                          "not explain.")
+    agreement = phase.agreement_finding(ranking.scored(df))
+    if agreement:
+        lines.append(agreement)
     return lines
 
 
@@ -177,10 +190,16 @@ def write(df: pd.DataFrame, name: str, folder: Path,
               "Main effects": ranking.main_effects(df),
               "Best configuration per depth": ranking.best_per_depth(df),
               "Accuracy drops with depth: vanishing or degradation?": trends}
+    if not phase.predicted(df).empty:
+        factors = ranking.varying(df, list(FACTORS)) or ["depth"]
+        tables |= {"Theory: critical sigma_w^2 per activation and the named inits closest to it":
+                   phase.critical_inits(df),
+                   "Theory: plain configurations whose init attenuation departs from the prediction":
+                   phase.departure_table(df, factors)}
     trials_table(df).to_csv(folder / "trials.csv", index=False)
     eff.to_csv(folder / "ranking.csv", index=False)
-    for fname, table in zip(("mitigations.csv", "main_effects.csv", "best_per_depth.csv", "depth_trends.csv"),
-                            [rank, *list(tables.values())[2:]]):
+    for fname, table in zip(("mitigations.csv", "main_effects.csv", "best_per_depth.csv", "depth_trends.csv",
+                             "theory_critical.csv", "theory_departures.csv"), [rank, *list(tables.values())[2:]]):
         table.to_csv(folder / fname, index=False)
     images = _write_plots(df, eff, folder, thresholds or Thresholds())
     findings = _findings(df, rank, trends)

@@ -27,6 +27,7 @@ from vgtune.writer import Unavailable
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
               "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
+THEORY_METRICS = ("chi1", "depth_scale", "grad_attenuation_predicted")  # logged at step 0
 # What the runs table shows when opened through `view_url` (the experiment's shared view).
 VIEW_KEY = "vgtune"
 VIEW_COLUMNS = (["params.`depth`", "params.`activation`", "params.`init`", "params.`norm`", "params.`residual`",
@@ -187,7 +188,10 @@ class RunLogger:
             metrics += epoch_metrics({"grad_attenuation": result.get("grad_attenuation_init"), "layers": init}, 0, now)
             if loggable(result.get("grad_attenuation_init")):
                 metrics.append(Metric("grad_attenuation_init", float(result["grad_attenuation_init"]), now, 0))
+        metrics += [Metric(k, float(result[k]), now, 0) for k in THEORY_METRICS if loggable(result.get(k))]
         tags = [RunTag("vgtune.epoch", str(epoch))]
+        if "theory" in result:
+            tags.append(RunTag("vgtune.theory", str(result["theory"])))
         if "node" in result:
             tags.append(RunTag("vgtune.node", result["node"]))
         log_metrics(self.client, run_id, metrics, tags)

@@ -22,7 +22,7 @@ from vgtune.store import client_for
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                  "train_seconds", "epochs_run")
+                  "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted")
 
 
 class UnknownExperiment(ValueError):
@@ -99,6 +99,7 @@ def _row(run: Run) -> dict:
         row["grad_attenuation_final"] = _metric(metrics.get("grad_attenuation"))
     if math.isnan(row["epochs_run"]) and "vgtune.epoch" in tags:
         row["epochs_run"] = float(tags["vgtune.epoch"])
+    row["theory"] = tags.get("vgtune.theory", "")
     row |= {"mlflow_run_id": run.info.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.info.end_time}
     row |= {k: _metric(v) for k, v in metrics.items() if k.startswith("block")}
     return row

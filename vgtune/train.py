@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from vgtune import data as data_mod
+from vgtune import theory
 from vgtune.config import OPTIMIZERS, STATUSES, TrainConfig
 from vgtune.gradflow import GradFlowProbe, Thresholds, diagnose, mean_series, summarize
-from vgtune.models import CNN, ModelConfig, build_model, init_weights
+from vgtune.models import CNN, ModelConfig, build_model, get_activation, init_weights
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
@@ -85,6 +86,7 @@ class _Setup:
     generator: torch.Generator  # batch order (CPU generator, permutation moved to device)
     eval_x: torch.Tensor  # validation then test examples, evaluated in one pass
     eval_y: torch.Tensor
+    prediction: theory.Prediction  # the mean-field gradient flow at init (vgtune.theory)
 
     def autocast(self):
         if self.cfg.bf16 and self.device.type == "cuda":
@@ -108,7 +110,7 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
     torch.manual_seed(cfg.seed)
     model = build_model(model_config(cfg, data.input_shape, data.num_classes))
     model.to(device=device, memory_format=fmt)
-    init_weights(model, cfg.init, sample=data.x_train[:256])
+    init_weights(model, cfg.init, sample=data.x_train[:256], scale=cfg.init_scale)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -116,7 +118,15 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
     gen = torch.Generator().manual_seed(cfg.seed)
     eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
     probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps)
-    return _Setup(cfg, device, data, model, opt, probe, gen, eval_x, eval_y)
+    return _Setup(cfg, device, data, model, opt, probe, gen, eval_x, eval_y, predict_init(cfg, model, data))
+
+
+def predict_init(cfg: TrainConfig, model: CNN, data: data_mod.TensorData) -> theory.Prediction:
+    """Mean-field theory's gradient flow for this configuration, or why it has none."""
+    reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout)
+    if reason is not None:
+        return theory.not_applicable(reason)
+    return theory.predict(model, data.x_train[:256].cpu(), get_activation(cfg.activation), data.input_shape[1])
 
 
 def _loss(s: _Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,6 +292,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
         result, start = _restore(s, resume)
     else:
         result, start = TrialResult(config=cfg.to_dict()), 0
+        result.summary.update(s.prediction.as_dict())
         if cfg.probes:
             init_records = measure_init(s, cfg.init_probe_batches - 1)
     steps = max(1, s.data.x_train.shape[0] // cfg.batch_size)
@@ -323,7 +334,7 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
     """Gradient flow at initialization only: no update is made (`thresholds` as in `train`)."""
     s = setup(cfg, thresholds)
     series = mean_series(measure_init(s, cfg.init_probe_batches))
-    summary = summarize(series)
+    summary = summarize(series) | s.prediction.as_dict()
     summary["diagnosis"] = diagnose("completed", summary["grad_attenuation"], summary["dead_frac"],
                                     summary["saturated_frac"], thresholds)
     return {"config": cfg.to_dict(), "summary": summary, "series": series}

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+from vgtune.config import THEORY
 from vgtune.gradflow import Thresholds
 from vgtune.train import EpochReport, TrainConfig, train
 
@@ -31,6 +32,8 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
         metrics["layers"] = report.layers
     if report.init_layers is not None:
         metrics["layers_init"] = report.init_layers
+    if report.metrics["epoch"] == 1:  # with the first epoch: the prediction for initialization
+        metrics |= {k: report.summary[k] for k in THEORY if k in report.summary}
     return metrics
 
 
