@@ -72,3 +72,16 @@ def test_critical_table_names_he_init_for_relu():
     (row,) = theory.critical_table(["relu"])
     assert row["critical_sigma_w2"] == pytest.approx(2.0, abs=1e-3)
     assert "kaiming_normal" in row["closest_init"] and row["factor_off"] < 1.1
+
+
+def test_departures_list_only_the_configurations_outside_the_tolerance():
+    import pandas as pd
+
+    from vgtune import phase
+
+    df = pd.DataFrame({"depth": [4, 8, 24, 32], "grad_attenuation_init": [-1.0, -4.0, -30.0, -23.0],
+                       "grad_attenuation_predicted": [-1.2, -1.0, -20.0, -20.0]})
+    # tolerance max(1.5, 20% of |predicted|): 3 decades off -1 and 10 off -20 depart; 3 off -20 does not
+    assert phase.departures(df)["depth"].tolist() == [8, 24]
+    assert phase.departures(df[df["depth"].isin([4, 32])]).empty
+    assert "3 of 4 plain" not in phase.agreement_finding(df) and "2 of 4 plain" in phase.agreement_finding(df)

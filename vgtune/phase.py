@@ -57,8 +57,8 @@ def departures(df: pd.DataFrame, measured: str = "grad_attenuation_init") -> pd.
         return plain.iloc[0:0]
     gap = plain[measured] - plain["grad_attenuation_predicted"]
     limit = plain["grad_attenuation_predicted"].map(tolerance)
-    out = plain[gap.abs() > limit].assign(gap=gap, tolerance=limit)
-    return out
+    flagged = plain.assign(gap=gap, tolerance=limit)  # before filtering: an empty frame would adopt gap's index
+    return flagged[flagged["gap"].abs() > flagged["tolerance"]]
 
 
 # ------------------------------------------------------------------ report and probe outputs
