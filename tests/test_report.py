@@ -73,7 +73,8 @@ def test_ranking_effects_and_confidence_intervals(store):
     assert bn["rescued"] == 3 and "vanishing->healthy x3" in bn["transitions"]
     relu = eff[(eff.mitigation == "activation=relu") & (eff.depth == 16)].iloc[0]
     assert relu["delta_test_acc"] == pytest.approx(0.5)
-    assert bn["rank"] == 1 and relu["rank"] == 2
+    assert bn["verdict"] == "helps" and bn["seeds"] == 3 and bn["activation"] == "sigmoid"
+    assert bn["rank"] == 1 and relu["rank"] == 1  # ranked within their cells (sigmoid; all activations)
     assert "norm=layer" not in set(eff.mitigation)  # only an errored trial: nothing to compare
 
 

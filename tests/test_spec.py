@@ -140,7 +140,32 @@ def test_longest_trials_are_submitted_first():
     from vgtune.sweep import longest_first
 
     s = spec_mod.parse({"name": "x", "parameters": {"depth": [2, 12, 6], "width": [4, 8]}, "fixed": {"epochs": 1}})
-    order = [(t["depth"], t["width"]) for t in longest_first(s.trials)]
+    order = [(t["train"]["depth"], t["train"]["width"]) for t in longest_first([{"train": t} for t in s.trials])]
     assert order[0] == (12, 8) and order[-1] == (2, 4) and len(order) == 6
     costs = [d * w * w for d, w in order]
     assert costs == sorted(costs, reverse=True)
+
+
+def test_nuisance_and_repeats_expand_every_arm_over_settings_and_seeds():
+    spec = spec_mod.parse({"name": "f", "parameters": {"depth": [2, 4]}, "variants": [{}, {"norm": "batch"}],
+                           "nuisance": {"lr": [0.01, 0.1]}, "repeats": 3, "fixed": {"width": 4}})
+    assert len(spec.trials) == 2 * 2 * 2 * 3 and spec.nuisance == ["lr"] and spec.repeats == 3
+    arms = {}
+    for t, m in zip(spec.trials, spec.meta):
+        arms.setdefault(m["arm"], set()).add((m["nuisance"], t["seed"]))
+        assert m["nuisance"] == f"lr={t['lr']}" and m["variant"] in ("", "norm=batch")
+    assert len(arms) == 4 and all(v == {(f"lr={lr}", s) for lr in (0.01, 0.1) for s in range(3)}
+                                  for v in arms.values())
+
+
+def test_arm_ids_are_stable_and_ignore_nuisance_and_seed():
+    a = spec_mod.trial_meta({"depth": 4, "lr": 0.1, "seed": 0}, ["lr"])
+    b = spec_mod.trial_meta({"depth": 4, "lr": 0.01, "seed": 5}, ["lr"])
+    c = spec_mod.trial_meta({"depth": 8, "lr": 0.1, "seed": 0}, ["lr"])
+    assert a["arm"] == b["arm"] != c["arm"]
+    assert spec_mod.trial_meta({"seed": 0, "lr": 0.1, "depth": 4}, ["lr"])["arm"] == a["arm"]  # key order
+
+
+def test_a_spec_without_nuisance_means_what_it_did():
+    spec = spec_mod.parse({"name": "p", "parameters": {"depth": [2, 4], "seed": [0, 1]}, "samples": 1})
+    assert len(spec.trials) == 4 and {m["nuisance"] for m in spec.meta} == {""}

@@ -34,7 +34,7 @@ def test_store_that_cannot_be_written_fails_the_sweep_once(tmp_path):
     tracker = MLflowTracker(f"sqlite:///{not_a_folder}/mlflow.db", "exp", "exp-1", "name: exp\n", 1)
     tracker._writer = BackgroundWriter(retries=0)
     MLflowTracker.live.append(tracker)
-    trial = SimpleNamespace(trial_id="t1", config={"train": {"depth": 3}}, last_result={})
+    trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": {"depth": 3}, "meta": {}}}, last_result={})
     tracker.setup()
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_result(0, [], trial, {"epoch": 1})

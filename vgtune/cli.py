@@ -55,6 +55,10 @@ def _add_report(sub) -> None:
 
 def _dry_run(spec) -> int:
     print(f"{spec.name}: {len(spec.trials)} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    if spec.nuisance or spec.repeats:
+        arms, settings = len({m["arm"] for m in spec.meta}), len({m["nuisance"] for m in spec.meta})
+        print(f"  {arms} arms x {settings} nuisance settings ({', '.join(spec.nuisance) or 'none'}) x "
+              f"{spec.repeats or 1} seeds; each arm's setting is chosen on {spec.metric}")
     for t in spec.trials[:5]:
         print("  " + ", ".join(f"{k}={t[k]}" for k in (spec.factors or ["depth", "activation"])))
     if len(spec.trials) > 5:

@@ -15,6 +15,7 @@ Trials-table columns (`trials.csv`), in this order:
   mlflow_run_id` (`RESULTS`);
 - the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
   (`THEORY`, see `vgtune.theory`);
+- `arm, nuisance, selected, variant` (`ARM_COLUMNS`, see `vgtune.fair`);
 - every other `TrainConfig` field, in declaration order.
 """
 
@@ -122,6 +123,9 @@ RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_att
            "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
 # The mean-field prediction beside the measurement (vgtune.theory); `theory` says why one is empty.
 THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
+# Fair comparisons (vgtune.fair): the trial's arm (a stable id of its scientific factors), its nuisance
+# setting (`lr=0.02`) and spec variant; `selected` marks the rows of each arm's chosen setting.
+ARM_COLUMNS = ("arm", "nuisance", "variant")
 _HINTS = typing.get_type_hints(TrainConfig)
 TYPES: dict[str, type] = {  # field -> int | float | bool | str (Optional unwrapped)
     name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None)) for name, hint in _HINTS.items()}

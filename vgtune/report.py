@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from vgtune import phase, plots, ranking
+from vgtune import fair, phase, plots, ranking
 from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS, THEORY
 from vgtune.gradflow import Thresholds
 from vgtune.runs import last_experiment, latest_sweep_run, load_trials  # noqa: F401  (last_experiment: the CLI's)
@@ -46,7 +47,8 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
-    cols = list(CONTRACT_FACTORS + RESULTS + THEORY) + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"]
+    cols = (list(CONTRACT_FACTORS + RESULTS + THEORY) + ["arm", "nuisance", "selected", "variant"]
+            + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"])
     return df.reindex(columns=cols)
 
 
@@ -107,21 +109,63 @@ def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: 
     return made
 
 
-def _findings(df: pd.DataFrame, rank: pd.DataFrame, trends: pd.DataFrame) -> list[str]:
+def _cell(row: pd.Series, cells: list[str]) -> str:
+    return ", ".join(f"{c}={row[c]}" for c in cells if str(row[c]) not in ("", "nan"))
+
+
+def _best_lines(res: dict[str, pd.DataFrame]) -> list[str]:
+    """Per cell at the deepest depth: the best mitigation, its interval and verdict; then the verdict counts."""
+    rank, cells = res["ranking"], ranking.cell_columns(res["effects"])
+    if rank.empty:
+        return []
+    depth = res["effects"]["depth"].max()
+    lines = []
+    # The activation comparison (across activations) is context for the rest, not a "best mitigation".
+    for _, best in rank[(rank["rank"] == 1) & ~rank["mitigation"].str.startswith("activation=")].iterrows():
+        where = _cell(best, cells)
+        interval = (f", 95% CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])} over {best['seeds']} seeds"
+                    if pd.notna(best["ci_low"]) else ", no interval: one seed")
+        chosen = f"; at {best['nuisance']}" if best["nuisance"] else ""
+        lines.append(f"Best at depth {depth}{' (' + where + ')' if where else ''}: **{best['mitigation']}**, test "
+                     f"accuracy {best['baseline_acc']:.2f} -> {best['mitigated_acc']:.2f} "
+                     f"({best['delta_test_acc']:+.2f}{interval}: {best['verdict']}{chosen}); made "
+                     f"{best['rescued']} of {best['unhealthy_baselines']} unhealthy baselines healthy.")
+    counts = rank["verdict"].value_counts()
+    lines.append(f"Verdicts at depth {depth}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
+                                                             ("helps", "hurts", "inconclusive")) + ".")
+    return lines
+
+
+def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
+    """Which mitigations a single shared nuisance setting would have ranked or judged differently."""
+    table = res.get("fixed_vs_tuned")
+    if table is None or table.empty:
+        return []
+    cells = ranking.cell_columns(res["effects"])
+    deep = table[(table["depth"] == table["depth"].max()) & table["changed"]]
+    shared = table["shared"].iloc[0]
+    if deep.empty:
+        return [f"At one shared setting ({shared}, the best on average) every rank and verdict at the deepest "
+                "depth would be the same."]
+    moves = [f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}: rank "
+             f"{_fmt(r['rank_fixed'])} -> {_fmt(r['rank_tuned'])}, {r['verdict_fixed']} -> {r['verdict_tuned']}"
+             for _, r in deep.iterrows()]
+    return [f"At one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) at the deepest "
+            f"depth rank or are judged differently than at each arm's own setting: " + "; ".join(moves) + "."]
+
+
+def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame]) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     lines = [f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if counts.get("running"):
         lines.append(f"**The sweep is still running**: {counts['running']} trials have not finished; this "
                      "report covers it as far as it got.")
-    if not rank.empty:
-        best = rank.iloc[0]
-        depth = [c for c in rank.columns if c.startswith("delta_acc_d")][-1][len("delta_acc_d"):]
-        interval = (f", 95% CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])}"
-                    if pd.notna(best["ci_low"]) else ", no interval: one pair")
-        lines.append(f"Best mitigation at depth {depth}: **{best['mitigation']}**, test accuracy "
-                     f"{best['baseline_acc']:.2f} -> {best['mitigated_acc']:.2f} "
-                     f"({best['delta_test_acc']:+.2f}{interval}); "
-                     f"made {best['rescued']} of {best['unhealthy_baselines']} unhealthy baselines healthy.")
+    if fair.tuned(df):
+        arms = df["arm"].nunique()
+        lines.append(f"{arms} arms, each compared at its own nuisance setting chosen on validation data "
+                     "(the `selected` rows of trials.csv).")
+    lines += _best_lines(res) + _changed_lines(res)
+    trends = res["depth_trends"]
     if not trends.empty:
         verdicts = trends["verdict"].value_counts().to_dict()
         lines.append("Configurations losing >= 10 points of accuracy with depth: " +
@@ -178,34 +222,72 @@ def thresholds_of(run) -> Thresholds:
     return Thresholds(**{k: v for k, v in given.items() if k in vars(Thresholds())})
 
 
-def write(df: pd.DataFrame, name: str, folder: Path,
-          thresholds: Thresholds | None = None) -> tuple[list[str], pd.DataFrame]:
-    """All report files for a trials frame (no MLflow needed); returns (findings, ranking)."""
+@dataclass
+class Selection:
+    """How a sweep chooses each arm's nuisance setting (its spec's metric, mode and nuisance keys)."""
+
+    metric: str = "val_acc"  # never test data
+    mode: str = "max"
+    nuisance: tuple[str, ...] = ()  # options tuned per arm
+
+    @classmethod
+    def of(cls, run) -> Selection:
+        params = run.data.params if run else {}
+        metric = params.get("metric", "val_acc")
+        return cls(metric if metric in fair.SELECTION_METRICS else "val_acc", params.get("mode", "max"),
+                   tuple(k for k in params.get("nuisance", "").split(",") if k))
+
+
+def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
+    """Every table of the report, each arm at its chosen nuisance setting (all trials if nothing is tuned)."""
+    df = fair.select(df, selection.metric, selection.mode)
+    chosen = df[df["selected"]]
+    eff = ranking.effects(chosen, nuisance=selection.nuisance)
+    out = {"trials": df, "effects": eff, "ranking": ranking.ranking(eff), "remedies": fair.remedies(eff),
+           "main_effects": ranking.main_effects(chosen), "best_per_depth": ranking.best_per_depth(chosen),
+           "depth_trends": ranking.depth_trends(chosen)}
+    if fair.tuned(df):
+        shared = fair.shared_setting(df, selection.metric, selection.mode)
+        fixed = ranking.effects(df[df["nuisance"] == shared], nuisance=selection.nuisance)
+        out["fixed_vs_tuned"] = fair.compare(fixed, eff).assign(shared=shared)
+    return out
+
+
+FILES = {"ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
+         "fixed_vs_tuned.csv": "fixed_vs_tuned", "main_effects.csv": "main_effects",
+         "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends"}
+TITLES = {"ranking": "Mitigation ranking (effect at the deepest depth, per cell)",
+          "remedies": "What each mitigation restores at the deepest depth",
+          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own (rank and verdict)",
+          "effects": "Effect per mitigation, depth and cell",
+          "main_effects": "Main effects", "best_per_depth": "Best configuration per depth",
+          "depth_trends": "Accuracy drops with depth: vanishing or degradation?"}
+
+
+def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | None = None,
+          selection: Selection | None = None) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """All report files for a trials frame (no MLflow needed); returns (findings, tables)."""
     folder.mkdir(parents=True, exist_ok=True)
-    eff = ranking.effects(df)
-    rank = ranking.ranking(eff)
-    trends = ranking.depth_trends(df)
-    tables = {"Mitigation ranking (effect at the deepest depth)": rank,
-              "Effect per mitigation and depth": eff,
-              "Main effects": ranking.main_effects(df),
-              "Best configuration per depth": ranking.best_per_depth(df),
-              "Accuracy drops with depth: vanishing or degradation?": trends}
+    res = analyse(df, selection or Selection())
+    tables = {TITLES[k]: res[k] for k in TITLES if k in res}
     if not phase.predicted(df).empty:
         factors = ranking.varying(df, list(FACTORS)) or ["depth"]
+        res["theory_critical"], res["theory_departures"] = phase.critical_inits(df), phase.departure_table(df, factors)
         tables |= {"Theory: critical sigma_w^2 per activation and the named inits closest to it":
-                   phase.critical_inits(df),
+                   res["theory_critical"],
                    "Theory: plain configurations whose init attenuation departs from the prediction":
-                   phase.departure_table(df, factors)}
-    trials_table(df).to_csv(folder / "trials.csv", index=False)
-    eff.to_csv(folder / "ranking.csv", index=False)
-    for fname, table in zip(("mitigations.csv", "main_effects.csv", "best_per_depth.csv", "depth_trends.csv",
-                             "theory_critical.csv", "theory_departures.csv"), [rank, *list(tables.values())[2:]]):
-        table.to_csv(folder / fname, index=False)
-    images = _write_plots(df, eff, folder, thresholds or Thresholds())
-    findings = _findings(df, rank, trends)
+                   res["theory_departures"]}
+    trials_table(res["trials"]).to_csv(folder / "trials.csv", index=False)
+    for fname, key in FILES.items() | {"theory_critical.csv": "theory_critical",
+                                       "theory_departures.csv": "theory_departures"}.items():
+        if key in res:
+            res[key].to_csv(folder / fname, index=False)
+    images = _write_plots(res["trials"][res["trials"]["selected"]], res["effects"], folder,
+                          thresholds or Thresholds())
+    findings = _findings(res["trials"], res)
     (folder / "report.md").write_text(_markdown(name, findings, tables, images))
     (folder / "report.html").write_text(_html(name, findings, tables, images, folder))
-    return findings, rank
+    return findings, res
 
 
 def build(experiment: str, uri: str, out_root: Path, show: bool = False, sweep: str | None = None,
@@ -214,20 +296,24 @@ def build(experiment: str, uri: str, out_root: Path, show: bool = False, sweep: 
     df = load_trials(uri, experiment, sweep)
     client, run = _sweep_run(uri, experiment)
     folder = out_root / experiment
-    findings, rank = write(df, experiment, folder, thresholds_of(run))
+    findings, res = write(df, experiment, folder, thresholds_of(run), Selection.of(run))
     if log_artifacts and run is not None:
         client.log_artifacts(run.info.run_id, str(folder), "report")
     if show:
-        _print_summary(findings, rank)
+        _print_summary(findings, res)
     return folder
 
 
-def _print_summary(findings: list[str], rank: pd.DataFrame) -> None:
+def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
     print()
     for line in findings:
         print(line.replace("**", ""))
-    if not rank.empty:
-        cols = ["rank", "mitigation", "n", "baseline_acc", "mitigated_acc", "delta_test_acc", "ci_low", "ci_high",
-                "delta_attenuation", "transitions"]
-        with pd.option_context("display.width", 200, "display.max_colwidth", 40, "display.precision", 2):
-            print(rank[cols].head(10).to_string(index=False))
+    show = {"remedies": ["mitigation", "depth", *ranking.cell_columns(res["effects"]), "delta_attenuation", "healthy",
+                         "delta_test_acc", "verdict", "restores"]}
+    with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.precision", 2,
+                           "display.max_rows", 40):
+        for key, cols in show.items():
+            table = res.get(key, pd.DataFrame())
+            if not table.empty:
+                print(f"\n{TITLES[key]}:")
+                print(table[[c for c in cols if c in table.columns]].head(40).to_string(index=False))

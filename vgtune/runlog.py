@@ -156,14 +156,16 @@ class RunLogger:
         self.client.set_terminated(self.parent_run_id, status)
 
     # -- trial runs -------------------------------------------------------------
-    def trial_run(self, tid: str, cfg: dict[str, Any]) -> str:
-        """The trial's run id, its run created (with every option as a param) on first use."""
+    def trial_run(self, tid: str, cfg: dict[str, Any], meta: dict[str, str] | None = None) -> str:
+        """The trial's run id, its run created on first use: every option a param, `meta` (arm,
+        nuisance setting, variant) as `vgtune.*` tags."""
         if self.parent_run_id is None:
             raise Unavailable(f"no sweep run in {self.uri} (its creation failed), so no trial run")
         if tid not in self.runs:
             run = self.client.create_run(self.exp_id, run_name=f"{trial_name(cfg, self.factors)} {tid}", tags={
                 "mlflow.parentRunId": self.parent_run_id, "vgtune.role": "trial",
-                "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": "running"})
+                "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": "running",
+                **{f"vgtune.{k}": v for k, v in (meta or {}).items()}})
             params = [Param(k, str(v)) for k, v in cfg.items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run.info.run_id, params=params[i:i + 100])

@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.config import FACTORS, RESULTS, parse_param
+from vgtune.config import ARM_COLUMNS, FACTORS, RESULTS, parse_param
 from vgtune.store import client_for
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
@@ -100,6 +100,7 @@ def _row(run: Run) -> dict:
     if math.isnan(row["epochs_run"]) and "vgtune.epoch" in tags:
         row["epochs_run"] = float(tags["vgtune.epoch"])
     row["theory"] = tags.get("vgtune.theory", "")
+    row |= {k: tags.get(f"vgtune.{k}", "") for k in ARM_COLUMNS}
     row |= {"mlflow_run_id": run.info.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.info.end_time}
     row |= {k: _metric(v) for k, v in metrics.items() if k.startswith("block")}
     return row

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import itertools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,8 @@ from vgtune import checks
 from vgtune.config import FIELDS, TrainConfig
 from vgtune.gradflow import Thresholds
 
-TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "variants", "configs", "samples", "seed", "fixed",
+TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "nuisance", "repeats", "variants", "configs", "samples",
+            "seed", "fixed",
             "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed"}
@@ -74,6 +77,9 @@ class SweepSpec:
     checkpoint_every: int = 1  # epochs between trial checkpoints
     thresholds: Thresholds = field(default_factory=Thresholds)  # diagnosis thresholds
     raw: dict[str, Any] = field(default_factory=dict)  # the spec as parsed, after --set
+    meta: list[dict[str, str]] = field(default_factory=list)  # per trial: arm, nuisance, variant (see `trial_meta`)
+    nuisance: list[str] = field(default_factory=list)  # options tuned separately for every arm
+    repeats: int | None = None  # seeds 0..repeats-1 of every arm's settings
 
     @property
     def factors(self) -> list[str]:
@@ -179,8 +185,8 @@ def _check_training_keys(where: str, values: dict) -> None:
     _check_keys(where, values, allowed)
 
 
-def _axis(key: str, value: Any) -> list | dict:
-    where = f"parameters.{key}"
+def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
+    where = f"{section}.{key}"
     if isinstance(value, list):
         if not value:
             raise SpecError(f"{where}: empty list; give at least one value")
@@ -310,22 +316,96 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
     dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
     rng = np.random.default_rng(seed)
-    trials: list[dict[str, Any]] = []
+    nuisance = _nuisance(raw, parameters, base | fixed, variants, explicit, metric)
+    repeats = _repeats(raw, parameters, fixed, variants, explicit)
+    settings = _settings(nuisance, samples, rng)
+    seeds = [{"seed": i} for i in range(repeats)] if repeats else [{}]
+    points: list[tuple[str, dict[str, Any], str]] = []  # (where, scientific values, variant label)
     if axes or fixed_only or variants != [{}]:
-        for _ in range(samples):
+        for _ in range(samples if dist_keys or not nuisance else 1):  # with nuisance, samples draw settings
             for point in itertools.product(*(axes[k] for k in grid_keys)):
                 values = base | fixed | dict(zip(grid_keys, point)) | {k: _sample(axes[k], rng) for k in dist_keys}
                 for i, variant in enumerate(variants):
-                    where = f"variants[{i}]" if variant else "parameters"
-                    trials.append(_train_config(where, values | variant).to_dict())
-    for i, c in enumerate(explicit):
-        trials.append(_train_config(f"configs[{i}]", base | fixed | c).to_dict())
+                    points.append((f"variants[{i}]" if variant else "parameters", values | variant, _label(variant)))
+    points += [(f"configs[{i}]", base | fixed | c, "") for i, c in enumerate(explicit)]
+    trials: list[dict[str, Any]] = []
+    meta: list[dict[str, str]] = []
+    for where, values, variant in points:
+        for setting in settings:
+            for s in seeds:
+                trials.append(_train_config(where, values | setting | s).to_dict())
+                meta.append(trial_meta(trials[-1], list(nuisance), variant))
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
     checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
+    scheduler = _scheduler(raw)
+    if nuisance and scheduler["type"] != "fifo":
+        raise SpecError(f"scheduler.type: {scheduler['type']} would let one arm's trials cut another's short, so "
+                        "nuisance settings would not be chosen fairly; use fifo with nuisance")
     return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
-                     scheduler=_scheduler(raw), stop=_stop(raw), max_failures=max_failures,
-                     checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw)
+                     scheduler=scheduler, stop=_stop(raw), max_failures=max_failures,
+                     checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
+                     nuisance=list(nuisance), repeats=repeats)
+
+
+# ------------------------------------------------------------------ arms and nuisance
+
+def _label(values: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in values.items())
+
+
+def trial_meta(train: dict[str, Any], nuisance: list[str], variant: str = "") -> dict[str, str]:
+    """arm: a stable id of the scientific factors (everything but nuisance options and the seed);
+    nuisance: the trial's nuisance setting (`lr=0.02`); variant: the spec variant it came from."""
+    scientific = {k: v for k, v in sorted(train.items()) if k not in nuisance and k != "seed"}
+    digest = hashlib.sha1(json.dumps(scientific, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return {"arm": digest, "nuisance": _label({k: train[k] for k in nuisance}), "variant": variant}
+
+
+def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict], explicit: list[dict],
+              metric: str) -> dict[str, list | dict]:
+    given = _mapping(raw, "nuisance")
+    _check_training_keys("nuisance.", given)
+    for key in given:
+        if key == "seed":
+            raise SpecError("nuisance.seed: seeds are not tuned; ask for several with `repeats: N`")
+        if key in parameters:
+            raise SpecError(f"nuisance.{key}: also under parameters; a factor is either scientific (parameters, "
+                            "compared) or nuisance (tuned per arm), not both")
+        for section, items in (("variants", variants), ("configs", explicit)):
+            for i, item in enumerate(items):
+                if key in item:
+                    raise SpecError(f"{section}[{i}].{key}: a nuisance option, tuned for every arm; remove it here")
+    if given and metric.startswith("test"):
+        raise SpecError(f"metric: {metric} would choose each arm's nuisance setting on test data; "
+                        "use val_acc (or train_loss with mode: min)")
+    axes = {k: _axis(k, v, "nuisance") for k, v in given.items()}
+    for key, axis in axes.items():
+        for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):
+            _train_config(f"nuisance.{key}[{i}]", fixed | {key: value})
+    return axes
+
+
+def _settings(axes: dict[str, list | dict], samples: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Every arm's candidate nuisance settings: the grid, times `samples` draws of any distribution."""
+    if not axes:
+        return [{}]
+    grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
+    dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
+    draws = [{k: _sample(axes[k], rng) for k in dist_keys} for _ in range(samples if dist_keys else 1)]
+    return [dict(zip(grid_keys, point)) | d for point in itertools.product(*(axes[k] for k in grid_keys))
+            for d in draws]
+
+
+def _repeats(raw: dict, parameters: dict, fixed: dict, variants: list[dict], explicit: list[dict]) -> int | None:
+    if raw.get("repeats") is None:
+        return None
+    repeats = _number("repeats", raw["repeats"], 1, integer=True)
+    for section, items in (("parameters", [parameters]), ("fixed", [fixed]), ("variants", variants),
+                           ("configs", explicit)):
+        if any("seed" in item for item in items):
+            raise SpecError(f"repeats: seeds come from repeats (0..{repeats - 1}); remove seed from {section}")
+    return repeats
 
 
 def check_resources(spec: SweepSpec, available: dict[str, float]) -> None:

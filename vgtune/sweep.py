@@ -133,12 +133,13 @@ def _trainable(spec: SweepSpec):
 
 
 def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials by a rough cost (epochs x depth x width^2), largest first, grid order among equals.
+    """Trials (`{"train": TrainConfig dict, ...}`) by a rough cost (epochs x depth x width^2), largest first,
+    grid order among equals.
 
     Tune starts trials in this order, so the last ones to start are the short ones and
     the workers finish together instead of one long trial running on alone at the end.
     """
-    return sorted(trials, key=lambda t: -t["epochs"] * t["depth"] * t["width"] ** 2)
+    return sorted(trials, key=lambda t: -t["train"]["epochs"] * t["train"]["depth"] * t["train"]["width"] ** 2)
 
 
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
@@ -149,11 +150,15 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
 
     stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
                if spec.stop.gradient_collapse else None)
-    thresholds = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
+    # What the report needs to read the sweep as it was meant: diagnosis thresholds, selection rule.
+    sweep_params = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
+    sweep_params |= {"metric": spec.metric, "mode": spec.mode}
+    if spec.nuisance:
+        sweep_params["nuisance"] = ",".join(spec.nuisance)
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
-                            len(spec.trials), stopper, factors=spec.factors, params=thresholds)
+                            len(spec.trials), stopper, factors=spec.factors, params=sweep_params)
     reporter = tune.CLIReporter(
-        parameter_columns={f"train/{k}": k for k in spec.factors},
+        parameter_columns={f"trial/train/{k}": k for k in spec.factors},
         metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
                         "diagnosis": "diagnosis"},
         max_report_frequency=20, max_progress_rows=10)
@@ -167,7 +172,8 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    param_space = {"train": tune.grid_search(longest_first(spec.trials)), **extra}
+    items = [{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)]
+    param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -240,7 +246,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         last = dict(result.metrics or {})
         last.pop("layers", None)
         last.pop("layers_init", None)
-        trials.append({"config": (result.config or {}).get("train", {}), "last": last,
+        trials.append({"config": (result.config or {}).get("trial", {}).get("train", {}), "last": last,
                        "error": str(result.error) if result.error else None})
     return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
                         received[0] if received else None)

@@ -90,15 +90,15 @@ class MLflowTracker(tune.Callback):
 
     # -- trials: the hooks queue, the writer thread writes -----------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        tid, cfg = trial.trial_id, dict(trial.config["train"])
-        self.writer.submit(lambda: self.logger.trial_run(tid, cfg))
+        tid, cfg, meta = trial.trial_id, dict(trial.config["trial"]["train"]), dict(trial.config["trial"]["meta"])
+        self.writer.submit(lambda: self.logger.trial_run(tid, cfg, meta))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        tid, cfg = trial.trial_id, dict(trial.config["train"])
+        tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
         self.writer.submit(lambda: self.logger.log_result(tid, cfg, result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        last, cfg = dict(trial.last_result or {}), dict(trial.config["train"])
+        last, cfg = dict(trial.last_result or {}), dict(trial.config["trial"]["train"])
         status = final_status(last, cfg["epochs"])
         tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
         if status == "stopped":
@@ -110,13 +110,13 @@ class MLflowTracker(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
-        tid, cfg = trial.trial_id, dict(trial.config["train"])
+        tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
         failures = trial.run_metadata.num_failures
         self.writer.submit(lambda: self.logger.set_failures(tid, cfg, failures))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
-        last, cfg, tid = dict(trial.last_result or {}), dict(trial.config["train"]), trial.trial_id
+        last, cfg, tid = dict(trial.last_result or {}), dict(trial.config["trial"]["train"]), trial.trial_id
         self._ended.add(tid)
         lines = text.strip().splitlines()
         tags = {"status": "error", "diagnosis": last.get("diagnosis", "healthy"),

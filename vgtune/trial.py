@@ -45,8 +45,8 @@ def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable; `config["train"]` is a TrainConfig dict."""
-    cfg = TrainConfig.from_dict(config["train"])
+    """Tune function trainable; `config["trial"]["train"]` is a TrainConfig dict."""
+    cfg = TrainConfig.from_dict(config["trial"]["train"])
     thresholds = Thresholds(**config.get("thresholds", {}))
     every = int(config.get("checkpoint_every", 1))
 

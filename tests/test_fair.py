@@ -1,0 +1,93 @@
+"""Fair comparisons on hand-built trials tables: the selection rule, verdicts, shared vs tuned."""
+
+import pandas as pd
+import pytest
+
+from vgtune import fair, ranking
+
+
+def _trial(arm, norm, lr, seed, val, test, diagnosis="healthy", depth=24):
+    return {"arm": arm, "norm": norm, "lr": lr, "nuisance": f"lr={lr}", "seed": seed, "depth": depth,
+            "val_acc": val, "test_acc": test, "status": "completed", "diagnosis": diagnosis,
+            "grad_attenuation_final": -1.0, "variant": "", "activation": "tanh"}
+
+
+def test_selection_is_the_best_mean_validation_score_whatever_test_says():
+    df = pd.DataFrame([
+        _trial("a", "none", 0.01, 0, val=0.80, test=0.20), _trial("a", "none", 0.01, 1, val=0.70, test=0.20),
+        _trial("a", "none", 0.10, 0, val=0.90, test=0.99), _trial("a", "none", 0.10, 1, val=0.50, test=0.99),
+    ])  # lr=0.01: mean val 0.75 beats 0.70, although lr=0.1 has the far better test accuracy
+    chosen = fair.select(df)
+    assert chosen.loc[chosen["selected"], "nuisance"].unique().tolist() == ["lr=0.01"]
+
+
+def test_a_diverged_setting_is_never_chosen():
+    df = pd.DataFrame([_trial("a", "none", 0.01, 0, val=0.3, test=0.3),
+                       _trial("a", "none", 1.0, 0, val=float("nan"), test=0.1)])
+    assert fair.select(df).loc[lambda d: d["selected"], "lr"].tolist() == [0.01]
+
+
+def test_selection_refuses_test_data():
+    with pytest.raises(ValueError, match="test_acc.*test data"):
+        fair.select(pd.DataFrame([_trial("a", "none", 0.1, 0, 0.5, 0.5)]), metric="test_acc")
+
+
+def test_untuned_sweeps_select_every_trial():
+    df = pd.DataFrame([_trial("a", "none", 0.1, 0, 0.5, 0.5)]).assign(nuisance="")
+    assert fair.select(df)["selected"].all()
+
+
+@pytest.mark.parametrize("low,high,expected", [(0.1, 0.3, "helps"), (-0.3, -0.01, "hurts"),
+                                               (-0.1, 0.2, "inconclusive"), (float("nan"), float("nan"),
+                                                                            "inconclusive")])
+def test_verdict_rule(low, high, expected):
+    assert ranking.verdict(low, high) == expected
+
+
+def test_an_effect_whose_interval_crosses_zero_is_inconclusive():
+    rows = []
+    for seed, (plain, bn) in enumerate([(0.5, 0.7), (0.6, 0.5), (0.5, 0.65), (0.55, 0.5)]):
+        rows += [_trial("p", "none", 0.1, seed, plain, plain), _trial("b", "batch", 0.1, seed, bn, bn)]
+    eff = ranking.effects(pd.DataFrame(rows), nuisance=["lr"])
+    (row,) = eff.to_dict("records")
+    assert row["ci_low"] < 0 < row["ci_high"] and row["verdict"] == "inconclusive" and row["seeds"] == 4
+
+
+def test_tuned_arms_pair_by_seed_across_different_learning_rates():
+    rows = []
+    for seed in range(3):
+        rows += [_trial("p", "none", 0.01, seed, 0.5, 0.5), _trial("p", "none", 0.1, seed, 0.2, 0.2),
+                 _trial("b", "batch", 0.01, seed, 0.6, 0.6), _trial("b", "batch", 0.1, seed, 0.9, 0.9 + seed / 100)]
+    df = fair.select(pd.DataFrame(rows))
+    tuned = ranking.effects(df[df["selected"]], nuisance=["lr"]).iloc[0]
+    assert tuned["nuisance"] == "lr=0.1" and tuned["paired"] and tuned["seeds"] == 3
+    assert tuned["delta_test_acc"] == pytest.approx(0.41) and tuned["verdict"] == "helps"
+    shared = fair.shared_setting(df)  # mean val over arms: lr=0.01 -> 0.55, lr=0.1 -> 0.55; ties keep the first
+    fixed = ranking.effects(df[df["nuisance"] == "lr=0.01"], nuisance=["lr"])
+    table = fair.compare(fixed, ranking.effects(df[df["selected"]], nuisance=["lr"]))
+    assert shared in ("lr=0.01", "lr=0.1")
+    assert table.loc[0, "delta_test_acc_fixed"] == pytest.approx(0.1)
+    assert table.loc[0, "delta_test_acc_tuned"] == pytest.approx(0.41)
+
+
+def test_a_variant_that_sets_two_keys_is_one_mitigation():
+    rows = []
+    for seed in range(2):
+        base = _trial("p", "none", 0.1, seed, 0.3, 0.3) | {"optimizer": "sgd", "weight_decay": 0.0}
+        rows += [base, base | {"arm": "q", "optimizer": "adam", "weight_decay": 1e-4, "variant":
+                               "optimizer=adam,weight_decay=0.0001", "test_acc": 0.8}]
+    eff = ranking.effects(pd.DataFrame(rows), nuisance=["lr"])
+    assert eff["mitigation"].tolist() == ["optimizer=adam,weight_decay=0.0001"] and eff.loc[0, "seeds"] == 2
+
+
+def test_remedies_say_what_each_mitigation_restores():
+    eff = pd.DataFrame([
+        {"mitigation": "norm=batch", "depth": 24, "delta_attenuation": 5.0, "rescued": 3, "unhealthy_baselines": 3,
+         "delta_test_acc": 0.6, "verdict": "helps"},
+        {"mitigation": "dropout=0.2", "depth": 24, "delta_attenuation": 0.1, "rescued": 0, "unhealthy_baselines": 3,
+         "delta_test_acc": -0.01, "verdict": "inconclusive"},
+        {"mitigation": "pool=max", "depth": 24, "delta_attenuation": 2.0, "rescued": 0, "unhealthy_baselines": 3,
+         "delta_test_acc": 0.0, "verdict": "inconclusive"}])
+    answers = dict(zip(fair.remedies(eff)["mitigation"], fair.remedies(eff)["restores"]))
+    assert answers == {"norm=batch": "gradient flow and accuracy", "dropout=0.2": "neither",
+                       "pool=max": "gradient flow only"}
