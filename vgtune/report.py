@@ -316,4 +316,5 @@ def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
             table = res.get(key, pd.DataFrame())
             if not table.empty:
                 print(f"\n{TITLES[key]}:")
-                print(table[[c for c in cols if c in table.columns]].head(40).to_string(index=False))
+                shown = table[[c for c in cols if c in table.columns]].head(40).astype(object).fillna("-")
+                print(shown.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
