@@ -14,10 +14,10 @@ step it records, for every block l with output h_l:
 and the attenuation log10(||dL/dh_1|| / ||dL/dh_L||): ~0 healthy, -5 means the
 first block receives 10^5 x less gradient than the last (vanishing).
 
-Norms are computed scaled by the largest element (`norm`), so a gradient whose
-elements are ~1e-23 (their squares underflow float32) still reads exactly; a
-gradient that is truly zero reads 0, and its attenuation is -inf, not a
-clamped number of decades.
+Norms are accumulated in float64 (`norm`), so a gradient whose elements are
+~1e-23 (their squares underflow float32) still reads exactly; a gradient that
+is truly zero reads 0, and its attenuation is -inf, not a clamped number of
+decades.
 """
 
 from __future__ import annotations
@@ -39,15 +39,12 @@ DIAGNOSES = ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:
-    """||t||_2 in float32 without underflow or overflow: max|t| * ||t / max|t|||; 0 for a zero tensor.
+    """||t||_2 accumulated in float64: exact for every float32 value, subnormals included (0 only if t is 0).
 
-    A plain float32 norm squares each element, so elements below ~1e-19 vanish from it
-    and a 24-block sigmoid stack would read 10^-37 where the truth is 10^-20.
+    A plain float32 norm squares each element in float32, so elements below ~1e-19 vanish from
+    it and a 24-block sigmoid stack would read 10^-37 where the truth is 10^-20.
     """
-    t = t.detach().float().flatten()
-    scale = t.abs().amax()
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.linalg.vector_norm(t / safe) * scale
+    return torch.linalg.vector_norm(t.detach(), dtype=torch.float64)
 
 
 def attenuation(grad_norms: list[float]) -> float:
@@ -187,7 +184,7 @@ class GradFlowProbe:
                 now = torch.cat([p.detach().flatten().float() for p in params])
                 ratio = norm(now - old) / norm(old)  # nan for an all-zero block (0/0), not a made-up number
             grad = self._grads[i] if self._grads[i] is not None else nan
-            rows.append(torch.stack([grad, wgrad, ratio, *self._moments[i], *self._units[i]]))
+            rows.append(torch.stack([v.double() for v in (grad, wgrad, ratio, *self._moments[i], *self._units[i])]))
         values = torch.stack(rows).cpu().tolist()  # (L, len(SERIES))
         self._snapshot = None
         return {name: [row[k] for row in values] for k, name in enumerate(SERIES)}

@@ -11,7 +11,9 @@ pooling unlike configurations (a difference of group means where nothing
 pairs). Nuisance options (a tuned learning rate) are not part of the cell: each
 side runs at its own chosen setting. The 95% interval is a percentile bootstrap
 over the pairs (`scipy.stats.bootstrap`); the verdict is `helps` or `hurts` when
-it excludes 0, else `inconclusive`. Mitigations are ranked within each cell.
+it excludes 0, else `inconclusive`. With two seeds that interval is just the
+range of the two paired differences: take verdicts from three or more seeds
+(`repeats: 3`) where they matter. Mitigations are ranked within each cell.
 
 Accuracy that falls with depth while gradients stay healthy is degradation
 (He et al. 2016), not vanishing; `depth_trends` tells the two apart.
