@@ -169,3 +169,13 @@ def test_arm_ids_are_stable_and_ignore_nuisance_and_seed():
 def test_a_spec_without_nuisance_means_what_it_did():
     spec = spec_mod.parse({"name": "p", "parameters": {"depth": [2, 4], "seed": [0, 1]}, "samples": 1})
     assert len(spec.trials) == 4 and {m["nuisance"] for m in spec.meta} == {""}
+
+
+def test_the_readme_example_spec_is_valid():
+    import yaml
+
+    from tests.helpers import REPO
+
+    block = (REPO / "README.md").read_text().split("## Writing a sweep")[1].split("```yaml")[1].split("```")[0]
+    spec = spec_mod.parse(yaml.safe_load(block))
+    assert spec.nuisance == ["lr"] and spec.repeats == 2 and len(spec.trials) > 1000
