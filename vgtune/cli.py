@@ -33,7 +33,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="local Ray only: CPUs to use (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the trial count and a few configs, run nothing")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune output level")
+    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="0 silent; 1 one progress line (default); 2 Tune's status table and trial events")
 
 
 def _add_probe(sub) -> None:
@@ -95,6 +96,7 @@ def _browse_hint(uri: str, experiment: str) -> str:
 
 
 def cmd_sweep(args) -> int:
+    started = time.perf_counter()  # the whole command, as a user times it: Ray start, trials, report
     from vgtune import spec as spec_mod
 
     spec = spec_mod.load(args.spec, args.overrides)
@@ -122,6 +124,9 @@ def cmd_sweep(args) -> int:
 
         folder = report.build(outcome.experiment, outcome.tracking_uri, Path(args.out), show=True)
         print(f"Report:        {folder / 'report.html'}")
+    whole = time.perf_counter() - started
+    print(f"Whole command: {whole:.0f}s (Ray start, trials, report); the {outcome.concurrency} trial slots spent "
+          f"{outcome.busy_share(whole):.0%} of it training and evaluating")
     return 0
 
 

@@ -59,10 +59,11 @@ class SweepOutcome:
         """A per-trial time (train_seconds, eval_seconds, setup_seconds) summed over the trials."""
         return sum(t["last"].get(key, 0.0) for t in self.trials)
 
-    def busy_share(self) -> float:
-        """Share of the trial slots' time spent training and evaluating (the rest is set-up and orchestration)."""
+    def busy_share(self, wall: float | None = None) -> float:
+        """Share of the trial slots' time spent training and evaluating (the rest is set-up and orchestration),
+        over Tuner.fit's wall time or the given one (the whole command's, say)."""
         work = self.seconds("train_seconds") + self.seconds("eval_seconds")
-        return work / max(1e-9, self.wall_seconds * self.concurrency)
+        return work / max(1e-9, (wall or self.wall_seconds) * self.concurrency)
 
 
 def _check_address(address: str, timeout: float = 10.0) -> None:
@@ -145,6 +146,7 @@ def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
     from ray import tune
 
+    from vgtune.progress import ProgressLine
     from vgtune.stopper import GradientCollapseStopper
     from vgtune.tracking import MLflowTracker
 
@@ -157,11 +159,14 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         sweep_params["nuisance"] = ",".join(spec.nuisance)
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
                             len(spec.trials), stopper, factors=spec.factors, params=sweep_params)
-    reporter = tune.CLIReporter(
-        parameter_columns={f"trial/train/{k}": k for k in spec.factors},
-        metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
-                        "diagnosis": "diagnosis"},
-        max_report_frequency=20, max_progress_rows=10)
+    if options.verbose >= 2:  # Tune's full status table
+        reporter = tune.CLIReporter(
+            parameter_columns={f"trial/train/{k}": k for k in spec.factors},
+            metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
+                            "diagnosis": "diagnosis"},
+            max_report_frequency=20, max_progress_rows=10)
+    else:
+        reporter = ProgressLine(len(spec.trials), spec.metric, spec.mode)
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every}
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker],
