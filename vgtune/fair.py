@@ -58,7 +58,7 @@ def compare(fixed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     cols = ["mitigation", *cells, "rank", "delta_test_acc", "verdict"]
     a = fixed.reindex(columns=cols + ["nuisance"])
     b = chosen.reindex(columns=cols + ["nuisance"])
-    a[cells[1:]], b[cells[1:]] = a[cells[1:]].map(str), b[cells[1:]].map(str)
+    a[cells[1:]], b[cells[1:]] = a[cells[1:]].map(ranking.label), b[cells[1:]].map(ranking.label)
     both = a.drop(columns="nuisance").merge(b, on=["mitigation", *cells], how="outer", suffixes=("_fixed", "_tuned"))
     both = both.rename(columns={"nuisance": "nuisance_tuned"})
     both["changed"] = ((both["rank_fixed"] != both["rank_tuned"]) | (both["verdict_fixed"] != both["verdict_tuned"]))

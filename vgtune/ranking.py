@@ -201,6 +201,11 @@ def _finite_mean(values: pd.Series) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def label(value) -> str:
+    """A cell value as text; empty where a mitigation has no such context (the activation comparison)."""
+    return "" if pd.isna(value) else str(value)
+
+
 def cell_columns(eff: pd.DataFrame) -> list[str]:
     """The context columns of an effects table besides depth (activation, ...)."""
     return [c for c in eff.columns if c not in EFFECT_COLUMNS]
@@ -212,7 +217,7 @@ def ranking(eff: pd.DataFrame) -> pd.DataFrame:
         return eff
     cells = cell_columns(eff)
     deepest = eff["depth"].max()
-    keyed = eff.assign(**{c: eff[c].map(str) for c in cells})
+    keyed = eff.assign(**{c: eff[c].map(label) for c in cells})
     top = keyed[keyed["depth"] == deepest]
     wide = keyed.pivot_table(index=["mitigation", *cells], columns="depth", values="delta_test_acc")
     wide.columns = [f"delta_acc_d{d}" for d in wide.columns]
