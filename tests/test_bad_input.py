@@ -66,6 +66,8 @@ CORPUS = {
                                     "variants[1].lr: a nuisance option"),
     "asha over a nuisance grid": ("name: t\nnuisance: {lr: [0.1]}\nscheduler: {type: asha}\n", [],
                                   "scheduler.type: asha would let one arm's trials cut another's short"),
+    "init_scale 0": ("name: t\nparameters: {init_scale: [0]}\n", [],
+                     "parameters.init_scale[0]: init_scale must be a number > 0"),
     "bad nuisance value": ("name: t\nnuisance: {lr: [-1]}\n", [], "nuisance.lr[0]: lr must be a number > 0"),
     "bad --set": (GOOD, ["--set", "fixed.epochs"], "expected key.path=value"),
     "unknown --set key": (GOOD, ["--set", "epochz=3"], "--set epochz: unknown key 'epochz'"),

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from vgtune.runs import UnknownExperiment
+from vgtune.runs import UnknownExperiment, last_experiment
 from vgtune.spec import SpecError
 from vgtune.writer import TrackingError
 
@@ -82,17 +82,15 @@ def resume_command(args) -> str:
     return shlex.join(words + ["--resume"])
 
 
-def _browse_hint(uri: str, experiment: str) -> str:
+def _browse_hint(uri: str, experiment_id: str | None) -> str:
     """Where the runs table opens with vgtune's columns (`make ui` serves a SQLite store)."""
     from vgtune.runlog import view_url
-    from vgtune.store import client_for
 
-    exp = client_for(uri).get_experiment_by_name(experiment)
-    if exp is None:
+    if experiment_id is None:
         return "`make ui`"
     if uri.startswith("http"):
-        return view_url(uri, exp.experiment_id)
-    return f"`make ui`, then {view_url('http://127.0.0.1:5000', exp.experiment_id)}"
+        return view_url(uri, experiment_id)
+    return f"`make ui`, then {view_url('http://127.0.0.1:5000', experiment_id)}"
 
 
 def cmd_sweep(args) -> int:
@@ -118,7 +116,7 @@ def cmd_sweep(args) -> int:
           f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
     print(f"Tune results:  {outcome.path}")
     print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})")
-    print(f"Browse:        {_browse_hint(outcome.tracking_uri, outcome.experiment)}")
+    print(f"Browse:        {_browse_hint(outcome.tracking_uri, outcome.experiment_id)}")
     if not args.no_report:
         from vgtune import report
 
@@ -181,7 +179,7 @@ def cmd_report(args) -> int:
     uri = resolve_uri(args.tracking_uri)
     if not args.experiment and not args.last:
         raise SpecError("report: name an EXPERIMENT or pass --last")
-    name = args.experiment or report.last_experiment(uri)
+    name = args.experiment or last_experiment(uri)
     folder = report.build(name, uri, Path(args.out), show=True, sweep=args.sweep)
     print(f"Report: {folder / 'report.html'}")
     return 0

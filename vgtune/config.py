@@ -88,11 +88,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the bad option and the allowed values."""
         from vgtune.data import get_loader
-        from vgtune.models import ModelConfig, get_init
+        from vgtune.models import get_init
+        from vgtune.train import model_config
 
-        ModelConfig(depth=self.depth, width=self.width, kernel_size=self.kernel_size, activation=self.activation,
-                    norm=self.norm, residual=self.residual, pool=self.pool, dropout=self.dropout,
-                    image_size=self.image_size).validate()
+        model_config(self).validate()
         get_init(self.init)
         get_loader(self.dataset)
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
@@ -53,8 +54,6 @@ DIAGNOSIS_COLOURS = {"healthy": "#4c9a2a", "vanishing": "#3b6fb6", "exploding": 
 
 def accuracy_heatmap(eff, baseline_acc) -> Figure:
     """Test accuracy, mitigation x depth; the baseline row on top."""
-    import numpy as np
-
     eff = eff.groupby(["mitigation", "depth"], sort=False, as_index=False)["mitigated_acc"].mean()  # over cells
     depths = sorted(eff["depth"].unique())
     names = ["baseline"] + list(dict.fromkeys(eff["mitigation"]))
@@ -90,7 +89,7 @@ def attenuation_vs_depth(df, factors=("activation", "init", "norm"), vanishing: 
     axes = fig.subplots(1, len(present), squeeze=False)
     for ax, f in zip(axes[0], present):
         for value, g in df.groupby(f):
-            finite = g[g["grad_attenuation_init"].map(lambda v: math.isfinite(v))]
+            finite = g[np.isfinite(g["grad_attenuation_init"].to_numpy(dtype=float))]
             m = finite.groupby("depth")["grad_attenuation_init"].mean()
             zero = int((g["grad_attenuation_init"] == -math.inf).sum())
             ax.plot(m.index, m.values, marker="o", label=str(value) + (f" ({zero} with no gradient)" if zero else ""))
@@ -149,8 +148,6 @@ def phase_diagram(df, value: str, label: str, critical_scale: float, trainable: 
 
     `trainable` maps init_scale -> 6 xi, the depth up to which theory expects a plain net to train.
     """
-    import numpy as np
-
     grid = df.pivot_table(index="depth", columns="init_scale", values=value, aggfunc="mean").sort_index()
     scales, depths = list(grid.columns), list(grid.index)
     fig = _figure(1.8 + 0.55 * len(scales), 1.2 + 0.32 * len(depths))

@@ -127,7 +127,7 @@ def _groups(df: pd.DataFrame, factor: str, base: dict, skip: set[str]) -> tuple[
     for g in held:
         mask &= (df[g].fillna("") == base[g]).to_numpy()
     sub = df[mask]
-    config = [c for c in list(FACTORS) if c in df.columns]
+    config = [c for c in FACTORS if c in df.columns]
     replaced = variant_keys(df) if factor == "variant" or "variant" in base else set()
     cells = [c for c in config if c not in held and c != factor and c not in skip and c not in replaced
              and c != "depth" and df[c].astype(str).nunique() > 1]
@@ -231,7 +231,7 @@ def main_effects(df: pd.DataFrame) -> pd.DataFrame:
     """Mean outcome per value of each varying factor, over every other factor."""
     df = scored(df)
     rows = []
-    for f in varying(df, list(FACTORS)):
+    for f in varying(df, FACTORS):
         for value, g in df.groupby(f):
             rows.append({"factor": f, "value": value, "n": len(g), "test_acc": g["test_acc"].mean(),
                          "grad_attenuation_init": g["grad_attenuation_init"].mean(),
@@ -242,7 +242,7 @@ def main_effects(df: pd.DataFrame) -> pd.DataFrame:
 
 def best_per_depth(df: pd.DataFrame) -> pd.DataFrame:
     df = scored(df)
-    cols = ["depth"] + [c for c in varying(df, list(FACTORS)) if c != "depth"]
+    cols = ["depth"] + [c for c in varying(df, FACTORS) if c != "depth"]
     best = df.sort_values("test_acc").groupby("depth").tail(1).sort_values("depth")
     return best[cols + ["test_acc", "grad_attenuation_final", "diagnosis"]].reset_index(drop=True)
 
@@ -254,7 +254,7 @@ def depth_trends(df: pd.DataFrame) -> pd.DataFrame:
     fell while gradients stayed healthy), or the deep trials' other diagnosis.
     """
     df = scored(df)
-    config = [c for c in varying(df, list(FACTORS)) if c not in ("depth", "seed")]
+    config = [c for c in varying(df, FACTORS) if c not in ("depth", "seed")]
     if df["depth"].nunique() < 2:
         return pd.DataFrame()
     rows = []

@@ -20,7 +20,7 @@ import pandas as pd
 from vgtune import fair, phase, plots, ranking
 from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS, THEORY
 from vgtune.gradflow import Thresholds
-from vgtune.runs import last_experiment, latest_sweep_run, load_trials  # noqa: F401  (last_experiment: the CLI's)
+from vgtune.runs import latest_sweep_run, load_trials
 from vgtune.store import client_for
 
 METHOD = " ".join(ranking.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
@@ -255,7 +255,8 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
 
 FILES = {"ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
          "fixed_vs_tuned.csv": "fixed_vs_tuned", "main_effects.csv": "main_effects",
-         "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends"}
+         "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends",
+         "theory_critical.csv": "theory_critical", "theory_departures.csv": "theory_departures"}
 TITLES = {"ranking": "Mitigation ranking (effect at the deepest depth, per cell)",
           "remedies": "What each mitigation restores at the deepest depth",
           "fixed_vs_tuned": "One shared nuisance setting vs each arm's own (rank and verdict)",
@@ -271,15 +272,14 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
     res = analyse(df, selection or Selection())
     tables = {TITLES[k]: res[k] for k in TITLES if k in res}
     if not phase.predicted(df).empty:
-        factors = ranking.varying(df, list(FACTORS)) or ["depth"]
+        factors = ranking.varying(df, FACTORS) or ["depth"]
         res["theory_critical"], res["theory_departures"] = phase.critical_inits(df), phase.departure_table(df, factors)
         tables |= {"Theory: critical sigma_w^2 per activation and the named inits closest to it":
                    res["theory_critical"],
                    "Theory: plain configurations whose init attenuation departs from the prediction":
                    res["theory_departures"]}
     trials_table(res["trials"]).to_csv(folder / "trials.csv", index=False)
-    for fname, key in FILES.items() | {"theory_critical.csv": "theory_critical",
-                                       "theory_departures.csv": "theory_departures"}.items():
+    for fname, key in FILES.items():
         if key in res:
             res[key].to_csv(folder / fname, index=False)
     images = _write_plots(res["trials"][res["trials"]["selected"]], res["effects"], folder,

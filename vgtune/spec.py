@@ -33,8 +33,7 @@ from vgtune.config import FIELDS, TrainConfig
 from vgtune.gradflow import Thresholds
 
 TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "nuisance", "repeats", "variants", "configs", "samples",
-            "seed", "fixed",
-            "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
+            "seed", "fixed", "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed"}
 METRICS = ("val_acc", "test_acc", "train_acc", "train_loss", "grad_attenuation")
@@ -198,7 +197,7 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
         if kind == "choice":
             if not isinstance(args, list) or not args:
                 raise SpecError(f"{where}.choice: expected a non-empty list, got {args!r}")
-        elif not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)
+        elif not (isinstance(args, list) and len(args) == 2 and all(checks.is_number(a) for a in args)
                   and args[0] < args[1]):
             raise SpecError(f"{where}.{kind}: expected [low, high] with low < high, got {args!r}")
         elif kind == "loguniform" and args[0] <= 0:
@@ -208,8 +207,6 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
         return value
     return [value]  # a scalar is a one-value axis
 
-
-_is_number = checks.is_number
 
 
 def _sample(dist: dict, rng: np.random.Generator) -> Any:

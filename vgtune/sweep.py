@@ -50,6 +50,7 @@ class SweepOutcome:
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
     unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
     signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
+    experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
 
     @property
     def finished(self) -> int:
@@ -239,7 +240,6 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     tuner = _restore(spec, path) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
     concurrency = _concurrency(spec)
     t0 = time.perf_counter()
-    trackers = []
     try:
         grid = tuner.fit()
     finally:
@@ -253,8 +253,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         last.pop("layers_init", None)
         trials.append({"config": (result.config or {}).get("trial", {}).get("train", {}), "last": last,
                        "error": str(result.error) if result.error else None})
+    exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
-                        received[0] if received else None)
+                        received[0] if received else None, exp_id)
 
 
 def _stop_on_sigterm() -> list[int]:

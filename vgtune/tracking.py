@@ -63,6 +63,10 @@ class MLflowTracker(tune.Callback):
         return self._logger.parent_run_id if self._logger else None
 
     @property
+    def experiment_id(self) -> str | None:
+        return self._logger.exp_id if self._logger else None
+
+    @property
     def counts(self) -> dict[str, int]:
         return self._logger.counts if self._logger else {}
 
