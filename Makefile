@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check vgtune tests bench
+	$(BIN)/ruff check vgtune tests bench examples
 
 mlflow-server: $(STAMP)
 	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_DB) --serve-artifacts --artifacts-destination $(ARTIFACTS) \

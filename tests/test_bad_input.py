@@ -15,6 +15,108 @@ from vgtune import cli
 from vgtune import spec as spec_mod
 from vgtune.spec import SpecError
 
+# The user's code that the model/dataset cases below name; written beside every case's spec.
+USER_CODE = """
+import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
+
+NOT_CALLABLE = 3
+
+
+class Net(nn.Module):
+    def __init__(self, outputs=10):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)])
+        self.unused = nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(4, outputs)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = torch.relu(b(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def good(**kw):
+    return Net()
+
+
+def wrong_sig(depth):
+    return Net()
+
+
+def not_module(**kw):
+    return 42
+
+
+def no_blocks(**kw):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def wrong_output(**kw):
+    return Net(outputs=3)
+
+
+def raises(**kw):
+    raise RuntimeError("boom")
+
+
+def _x(n):
+    return torch.randn(n, 1, 8, 8)
+
+
+def five():
+    return _x(4), torch.zeros(4, dtype=torch.long), _x(4), torch.zeros(4, dtype=torch.long), _x(4)
+
+
+def float_labels():
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    return _x(4), y, _x(4), y, _x(4), y
+
+
+def big():
+    y = torch.arange(64) % 10
+    return (TensorDataset(_x(64), y),) * 3
+
+
+def loader_raises():
+    raise RuntimeError("no such file")
+"""
+USER_CASES = {
+    "model not importable": ("model: nosuchmodule:build\n", "model: cannot import 'nosuchmodule'"),
+    "model not module:function": ("model: 'badnets:'\n", "is not module:function"),
+    "model function missing": ("model: badnets:nothing\n",
+                               "'badnets' has no 'nothing'; callables there: Net, big, five"),
+    "model not callable": ("model: badnets:NOT_CALLABLE\n", "badnets:NOT_CALLABLE is a int, not a function"),
+    "model wrong signature": ("model: badnets:wrong_sig\n", "badnets:wrong_sig(depth) cannot be called with depth"),
+    "model returns no module": ("model: badnets:not_module\n", "returned a int, not a torch.nn.Module"),
+    "model raises": ("model: badnets:raises\n", "model: badnets:raises failed to build: RuntimeError: boom"),
+    "model without blocks": ("model: badnets:no_blocks\n", "Sequential has no blocks to probe; give it a `blocks`"),
+    "probe path missing": ("model: badnets:good\nprobe: [blocks.0, layer9]\n",
+                           "probe: no module 'layer9' in Net; its modules include blocks, blocks.0"),
+    "probe not a list": ("model: badnets:good\nprobe: blocks.0\n", "probe must be a non-empty list of module paths"),
+    "probe an unused module": ("model: badnets:good\nprobe: [blocks.0, unused]\n",
+                               "probe: block 'unused' yielded no tensor output with a gradient"),
+    "model output shape": ("model: badnets:wrong_output\n",
+                           "output must be (batch, num_classes) = (8, 10), got (8, 3)"),
+    "arch and model": ("model: badnets:good\narch: resnet_cifar\n", "arch and model both given"),
+    "pool with a user model": ("model: badnets:good\nfixed: {pool: max}\n",
+                               "pool: an option of vgtune's own architectures"),
+    "unknown arch": ("arch: vgg\n", "unknown arch 'vgg'; valid: cnn, resnet_cifar"),
+    "resnet depth": ("arch: resnet_cifar\nparameters: {depth: [10]}\n", "depth for resnet_cifar must be 6n+2"),
+    "model_args without a model": ("fixed: {model_args: {hidden: 3}}\n", "model_args are passed to a user factory"),
+    "model_args not a mapping": ("model: badnets:good\nparameters: {model_args: [1, 2]}\n",
+                                 "parameters.model_args: expected a mapping"),
+    "loader not importable": ("dataset: nosuchdata:load\n", "dataset: cannot import 'nosuchdata'"),
+    "loader returns five": ("dataset: badnets:five\n", "must return six tensors"),
+    "loader float labels": ("dataset: badnets:float_labels\n", "train split: labels must be an integer tensor"),
+    "loader over the memory limit": ("dataset: {name: badnets:big, max_gb: 0.000001}\n",
+                                     "over the limit of 1e-06 GB every worker would hold; raise it with "
+                                     "dataset.max_gb"),
+    "loader raises": ("dataset: badnets:loader_raises\n", "badnets:loader_raises raised RuntimeError: no such file"),
+}
+CORPUS_USER = {case: (f"name: t\n{text}", [], message) for case, (text, message) in USER_CASES.items()}
+
 GOOD = "name: ok\nparameters: {depth: [2]}\nfixed: {width: 4, epochs: 1}\n"
 CORPUS = {
     "yaml syntax": ("name: t\nparameters: {depth: [2\n", [], "YAML syntax error"),
@@ -77,13 +179,14 @@ CORPUS = {
     "bad tracking uri": (GOOD, ["--tracking-uri", "ftp://x"], "scheme must be sqlite, http(s) or file"),
     "tracking folder missing": (GOOD, ["--tracking-uri", "sqlite:////nonexistent/m.db"], "does not exist"),
     "resume with nothing": (GOOD, ["--resume"], "--resume: no run folder of sweep 'ok'"),
-}
+} | CORPUS_USER
 
 
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
     text, extra, message = CORPUS[case]
     (tmp_path / "spec.yaml").write_text(text)
+    (tmp_path / "badnets.py").write_text(USER_CODE)
     args = ["sweep", str(tmp_path / "spec.yaml"), "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *extra]
     code = cli.main(args)

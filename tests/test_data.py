@@ -78,3 +78,22 @@ def test_synthetic_is_seeded():
     cfg = DataConfig(name="synthetic", synthetic_size=200)
     a, b = load(cfg), load(DataConfig(**vars(cfg)))
     assert torch.equal(a.x_train, b.x_train) and a.num_classes == 10
+
+
+def test_crop_flip_shifts_or_mirrors_each_image_within_the_padding():
+    import torch
+
+    from vgtune.data import crop_flip
+
+    x = torch.arange(1, 1 + 64 * 2 * 6 * 6, dtype=torch.float).reshape(64, 2, 6, 6)
+    y = crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert y.shape == x.shape
+    flipped = 0
+    for a, b in zip(x, y):
+        views = [torch.nn.functional.pad(v, (2, 2, 2, 2))[:, i:i + 6, j:j + 6]
+                 for v, f in ((a, False), (a.flip(2), True)) for i in range(5) for j in range(5)]
+        match = [k for k, v in enumerate(views) if torch.equal(v, b)]
+        assert match, "not a padded crop of the image or of its mirror"
+        flipped += match[0] >= 25
+    assert 16 < flipped < 48  # about half are mirrored
+    assert torch.equal(crop_flip(x, torch.Generator().manual_seed(0), pad=2), y)  # seeded

@@ -87,3 +87,60 @@ def test_pooling_shrinks_the_map(pool):
     side = 8 if pool == "none" else 2
     assert model.head.in_features == 8 * side * side
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------- resnet_cifar (He et al. 2016)
+
+def _resnet(depth=20, residual="standard", **kw):
+    from vgtune.build import create
+
+    return create(ModelConfig(arch="resnet_cifar", depth=depth, width=16, norm="batch", residual=residual,
+                              in_channels=3, image_size=32, **kw))
+
+
+def test_resnet_cifar_has_3n_blocks_and_the_paper_s_parameter_count():
+    for depth, n in ((20, 3), (32, 5), (56, 9)):
+        res, plain = _resnet(depth), _resnet(depth, residual="none")
+        assert len(res.blocks) == 3 * n
+        count = sum(p.numel() for p in res.parameters())
+        assert count == sum(p.numel() for p in plain.parameters())  # option A: shortcuts add no parameters
+    # ResNet-20 and ResNet-56 have 0.27M and 0.85M parameters (He et al. 2016, Table 6)
+    assert round(sum(p.numel() for p in _resnet(20).parameters()) / 1e6, 2) == 0.27
+    assert round(sum(p.numel() for p in _resnet(56).parameters()) / 1e6, 2) == 0.85
+
+
+def test_resnet_cifar_stages_halve_the_map_and_double_the_channels():
+    net = _resnet(20)
+    shapes = []
+    hooks = [b.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for b in net.blocks]
+    out = net(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 10)
+    assert shapes[::3] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
+
+
+def test_option_a_shortcut_subsamples_and_pads_zero_channels():
+    from vgtune.resnet import ShortcutA
+
+    x = torch.randn(2, 16, 8, 8)
+    y = ShortcutA(16, 32, 2)(x)
+    assert y.shape == (2, 32, 4, 4)
+    assert torch.equal(y[:, :16], x[:, :, ::2, ::2]) and y[:, 16:].abs().max() == 0
+
+
+def test_rezero_blocks_start_as_the_shortcut_and_plain_blocks_have_none():
+    net = _resnet(8, residual="rezero", activation="identity")
+    block = net.blocks[0]
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), x)
+    assert all(b.shortcut is None for b in _resnet(8, residual="none").blocks)
+
+
+def test_resnet_cifar_trains_on_small_inputs_and_is_probed():
+    from vgtune.train import TrainConfig, train
+
+    result = train(TrainConfig(arch="resnet_cifar", depth=14, width=4, norm="batch", init="kaiming_normal",
+                               epochs=2, dataset="synthetic", device="cpu", lr=0.05))
+    assert result.status == "completed" and len(result.layers[0]["series"]["grad_norm"]) == 6
+    assert result.summary["test_acc"] > 0.5

@@ -83,7 +83,7 @@ BAD = [
     ("name: t\ndataset: {name: digits, path: x}\n", r"dataset.path: unknown key; valid: name, root"),
     ("name: t\nmetric: loss\n", r"metric: unknown metric 'loss'; valid: val_acc"),
     ("name: t\nfixed: {epochs: 1.5}\n", r"fixed: epochs must be an integer >= 1, got 1.5"),
-    ("name: t\nfixed: {device: cuda}\n", r"fixed.device: set by the spec's dataset/resources"),
+    ("name: t\nfixed: {device: cuda}\n", r"fixed.device: set by the spec's top-level resources: key"),
     ("name: t\nstop: {patience: 0}\n", r"stop.patience: must be an integer >= 1, got 0"),
     ("- a\n- b\n", r"a spec is a mapping of keys"),
 ]

@@ -98,3 +98,13 @@ def test_bad_options_raise_with_choices(kw, message):
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown training option.*depht.*valid: depth"):
         TrainConfig.from_dict({"depht": 3})
+
+
+def test_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters():
+    from vgtune.train import lr_at
+
+    cfg = TrainConfig(epochs=8, lr=0.1, lr_schedule="step")
+    assert [round(lr_at(cfg, e), 6) for e in range(1, 9)] == [0.1] * 4 + [0.01] * 2 + [0.001] * 2
+    cos = TrainConfig(epochs=4, lr=0.1, lr_schedule="cosine")
+    assert lr_at(cos, 1) == 0.1 and lr_at(cos, 3) == pytest.approx(0.05)
+    assert lr_at(TrainConfig(lr=0.1), 5) == 0.1

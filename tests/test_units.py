@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from vgtune import config
-from vgtune.config import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, parse_param
+from vgtune.config import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
 from vgtune.ranking import bootstrap_interval, bootstrap_interval_unpaired
 from vgtune.runs import dedupe
 from vgtune.stopper import GradientCollapseStopper
@@ -80,7 +80,8 @@ def test_true_is_not_a_depth():
 # ----------------------------------------------------------------- dedupe
 
 def _row(**kw):
-    base = TrainConfig(device="cpu").to_dict() | {"status": "completed", "end_time": 1, "test_acc": 0.5}
+    params = {k: parse_param(k, param_text(v)) for k, v in TrainConfig(device="cpu").to_dict().items()}
+    base = params | {"status": "completed", "end_time": 1, "test_acc": 0.5}  # as read back from MLflow
     return base | kw
 
 

@@ -136,6 +136,7 @@ def cmd_probe(args) -> int:
 
     spec = spec_mod.load(args.spec, args.overrides)
     spec_mod.check_data(spec)
+    spec_mod.check_models(spec)
     t0, rows = time.perf_counter(), []
     for t in spec.trials:
         summary = probe(TrainConfig.from_dict(t | {"device": "auto"}), spec.thresholds)["summary"]

@@ -22,13 +22,17 @@ Trials-table columns (`trials.csv`), in this order:
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vgtune import checks
 
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
+AUGMENTS = ("none", "crop_flip")  # crop_flip: 4-pixel padded random crops and horizontal flips
 STATUSES = ("completed", "diverged", "stopped", "error")
 DEVICES = "auto, cpu, cuda or cuda:N"
 
@@ -36,7 +40,7 @@ DEVICES = "auto, cpu, cuda or cuda:N"
 @dataclass
 class TrainConfig:
     # model
-    depth: int = 4  # conv blocks
+    depth: int = 4  # conv blocks (resnet_cifar: weighted layers, 6n+2)
     width: int = 16  # channels per block
     kernel_size: int = 3  # conv kernel side
     activation: str = "relu"  # see vgtune.models.ACTIVATIONS
@@ -46,21 +50,28 @@ class TrainConfig:
     residual: str = "none"  # see vgtune.models.RESIDUALS
     pool: str = "none"  # pooling between stages: none | max | avg
     dropout: float = 0.0  # dropout after every activation
+    arch: str = "cnn"  # see vgtune.build.ARCHS: cnn | resnet_cifar
+    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.build)
+    model_args: dict[str, Any] = field(default_factory=dict)  # more keywords for the user factory
+    probe_modules: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
     # optimization
     optimizer: str = "sgd"  # sgd (with momentum) | adam
     lr: float = 0.05  # learning rate
+    lr_schedule: str = "constant"  # constant | step (x0.1 at 50% and 75% of the epochs) | cosine (per epoch)
     momentum: float = 0.9  # sgd momentum
     weight_decay: float = 0.0  # L2 penalty (coupled, as in torch.optim)
     epochs: int = 6  # passes over the training split
     batch_size: int = 64  # examples per step
     seed: int = 0  # weights, batch order and dropout; equal seeds repeat bit for bit on CPU
     # data
-    dataset: str = "digits"  # see vgtune.data.DATASETS
+    dataset: str = "digits"  # see vgtune.data.DATASETS, or a user loader "module:function"
     data_root: str | None = None  # where torchvision / imagefolder data lives
     download: bool = False  # allow torchvision to download into data_root
     image_size: int = 32  # imagefolder resize side
     limit: int | None = None  # cap on training examples
+    augment: str = "none"  # none | crop_flip (training batches: random 4-pixel-padded crops, horizontal flips)
     split_seed: int = 0  # train/val/test split seed, shared by all trials
+    data_max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors
     # probes and safety
     probes: bool = True  # gradient-flow probes (off only to measure their cost)
     probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
@@ -87,17 +98,21 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad option and the allowed values."""
+        from vgtune import build
         from vgtune.data import get_loader
         from vgtune.models import get_init
         from vgtune.train import model_config
 
-        model_config(self).validate()
+        build.validate(model_config(self))
         get_init(self.init)
         get_loader(self.dataset)
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
+        checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        checks.choice("augment", self.augment, AUGMENTS)
         checks.number("lr", self.lr, 0, low_open=True)
         checks.number("init_scale", self.init_scale, 0, low_open=True)
         checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
+        checks.number("data_max_gb", self.data_max_gb, 0, low_open=True)
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
         for name, low in (("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
@@ -126,12 +141,29 @@ THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
 # setting (`lr=0.02`) and spec variant; `selected` marks the rows of each arm's chosen setting.
 ARM_COLUMNS = ("arm", "nuisance", "variant")
 _HINTS = typing.get_type_hints(TrainConfig)
-TYPES: dict[str, type] = {  # field -> int | float | bool | str (Optional unwrapped)
-    name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None)) for name, hint in _HINTS.items()}
+
+
+def _kind(hint: Any) -> type:
+    """int, float, bool, str, list or dict: Optional unwrapped, generics to their origin."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(t for t in typing.get_args(hint) if t is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+TYPES: dict[str, type] = {name: _kind(hint) for name, hint in _HINTS.items()}  # field -> its value's type
+
+
+def param_text(value: Any) -> str:
+    """A TrainConfig value as an MLflow param: `str(value)`, JSON for lists and mappings (canonical key order)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def parse_param(name: str, text: str | None) -> Any:
-    """A TrainConfig value back from its MLflow param string (`str(value)`); None for 'None'/missing."""
+    """A TrainConfig value back from its MLflow param string (`param_text`); None for 'None'/missing.
+
+    List and mapping values stay JSON text: one hashable factor column (`model_args`, `probe_modules`)."""
     if text is None or text == "None" or (isinstance(text, float) and text != text):
         return None
     kind = TYPES.get(name, str)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from vgtune import checks
-from vgtune.models import RELU_FAMILY
+from vgtune.models import ACTIVATIONS, RELU_FAMILY
 
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
           "dead_frac", "saturated_frac")
@@ -110,10 +110,14 @@ def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,
 class GradFlowProbe:
     """Per-block statistics of one training step; hooks exist only inside `capture()`."""
 
-    def __init__(self, model: nn.Module, activation: str, saturation_eps: float = 0.05):
-        self.blocks: nn.ModuleList = model.blocks
+    def __init__(self, model: nn.Module, activation: str, saturation_eps: float = 0.05,
+                 blocks: list[nn.Module] | None = None):
+        self.blocks: list[nn.Module] = list(model.blocks if blocks is None else blocks)
         self.activation = activation
         self.saturation_eps = saturation_eps
+        # Dead / saturated units are counted at each block's last `activation` module; a block without one
+        # (a functional activation, say) reads NaN there: not measured.
+        self.acts = [last_activation(b, activation) for b in self.blocks]
         self._grads: list[torch.Tensor | None] = []  # ||dL/dh_l|| per block
         self._moments: list[torch.Tensor | None] = []  # (mean, std) of h_l
         self._units: list[torch.Tensor | None] = []  # (dead, saturated) fractions
@@ -126,9 +130,10 @@ class GradFlowProbe:
         n = len(self.blocks)
         self._grads, self._moments, self._units = [None] * n, [None] * n, [None] * n
         handles = []
-        for i, block in enumerate(self.blocks):
+        for i, (block, act) in enumerate(zip(self.blocks, self.acts)):
             handles.append(block.register_forward_hook(self._output_hook(i)))
-            handles.append(block.act.register_forward_hook(self._act_hook(i)))
+            if act is not None:
+                handles.append(act.register_forward_hook(self._act_hook(i)))
         try:
             yield
         finally:
@@ -137,6 +142,8 @@ class GradFlowProbe:
 
     def _output_hook(self, i: int):
         def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
+            if not isinstance(out, torch.Tensor):
+                return
             if out.requires_grad:
                 out.register_hook(lambda g: self._grads.__setitem__(i, norm(g)))
             h = out.detach().float()
@@ -163,11 +170,14 @@ class GradFlowProbe:
             sat = zero
         return torch.stack([dead, sat])
 
+    def unseen(self) -> list[int]:
+        """Blocks whose output the captured step did not see as a tensor with a gradient."""
+        return [i for i, (g, m) in enumerate(zip(self._grads, self._moments)) if g is None or m is None]
+
     # -- around the optimizer step ---------------------------------------------
     def snapshot(self) -> None:
         """Copy block weights before `optimizer.step()` to measure the update."""
-        self._snapshot = [torch.cat([p.detach().flatten().float() for p in b.parameters()])
-                          for b in self.blocks]
+        self._snapshot = [_flat_params(b) for b in self.blocks]
 
     def read(self) -> dict[str, list[float]]:
         """The per-block series of the captured step (one host sync for all of them)."""
@@ -179,15 +189,28 @@ class GradFlowProbe:
             grads = [p.grad.detach().float().flatten() for p in params if p.grad is not None]
             wgrad = norm(torch.cat(grads)) if grads else nan
             ratio = nan
-            if self._snapshot is not None:
+            if self._snapshot is not None and params:
                 old = self._snapshot[i]
-                now = torch.cat([p.detach().flatten().float() for p in params])
-                ratio = norm(now - old) / norm(old)  # nan for an all-zero block (0/0), not a made-up number
+                ratio = norm(_flat_params(block) - old) / norm(old)  # nan for an all-zero block (0/0)
             grad = self._grads[i] if self._grads[i] is not None else nan
-            rows.append(torch.stack([v.double() for v in (grad, wgrad, ratio, *self._moments[i], *self._units[i])]))
+            units = self._units[i] if self._units[i] is not None else torch.stack([nan, nan])
+            rows.append(torch.stack([v.double() for v in (grad, wgrad, ratio, *self._moments[i], *units)]))
         values = torch.stack(rows).cpu().tolist()  # (L, len(SERIES))
         self._snapshot = None
         return {name: [row[k] for row in values] for k, name in enumerate(SERIES)}
+
+
+def _flat_params(block: nn.Module) -> torch.Tensor:
+    """A block's parameters as one float32 vector (empty for a block without any)."""
+    params = [p.detach().flatten().float() for p in block.parameters()]
+    return torch.cat(params) if params else torch.zeros(0)
+
+
+def last_activation(block: nn.Module, activation: str) -> nn.Module | None:
+    """The last submodule of `block` (itself included) of the activation's class, or None."""
+    cls = ACTIVATIONS.get(activation)
+    found = [m for m in block.modules() if cls is not None and type(m) is cls]
+    return found[-1] if found else None
 
 
 def summarize(series: dict[str, list[float]]) -> dict[str, float]:

@@ -14,9 +14,11 @@ one `get_*` function that raises ValueError listing the valid names.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -112,6 +114,10 @@ class ModelConfig:
     in_channels: int = 1  # channels of the input images
     image_size: int = 8  # input height == width
     num_classes: int = 10  # classifier outputs
+    arch: str = "cnn"  # key of vgtune.build.ARCHS
+    factory: str | None = None  # a user factory "module:function" in place of arch (vgtune.build)
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # more keywords for the user factory
+    probe: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the allowed values."""
@@ -125,6 +131,12 @@ class ModelConfig:
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         checks.number("dropout", self.dropout, 0, 1, high_open=True)
+        if not isinstance(self.model_args, dict) or not all(isinstance(k, str) for k in self.model_args):
+            raise ValueError(f"model_args must be a mapping of keyword names to values, got {self.model_args!r}")
+        if self.probe is not None and (not isinstance(self.probe, list) or not self.probe
+                                       or not all(isinstance(p, str) and p for p in self.probe)):
+            raise ValueError(f"probe must be a non-empty list of module paths (e.g. [layer1.0, layer2.0]), "
+                             f"got {self.probe!r}")
 
 
 class Block(nn.Module):
@@ -193,7 +205,10 @@ def build_model(cfg: ModelConfig) -> CNN:
 # ---------------------------------------------------------------- initialization
 
 def _delta_orthogonal_(w: torch.Tensor, gain: float) -> None:
-    """Xiao et al. 2018: zero kernel except an orthogonal matrix at the centre tap."""
+    """Xiao et al. 2018: zero kernel but an orthogonal matrix at the centre tap (orthogonal if not a 2-D conv)."""
+    if w.dim() != 4:
+        nn.init.orthogonal_(w, gain=gain)
+        return
     out_c, in_c, kh, kw = w.shape
     with torch.no_grad():
         w.zero_()
@@ -217,6 +232,7 @@ INITS: dict[str, Callable[[torch.Tensor, str], None] | None] = {
     "delta_orthogonal": lambda w, act: _delta_orthogonal_(w, nn.init.calculate_gain(gain_name(act))),
     "lsuv": lambda w, act: nn.init.orthogonal_(w),  # then rescaled on data by lsuv_()
 }
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers an init touches in a model not vgtune's CNN
 
 
 def get_init(name: str) -> Callable[[torch.Tensor, str], None] | None:
@@ -224,55 +240,66 @@ def get_init(name: str) -> Callable[[torch.Tensor, str], None] | None:
     return _lookup(INITS, "init", name)
 
 
+def init_targets(model: nn.Module) -> list[nn.Module]:
+    """The layers an init scheme sets: the block convs of vgtune's CNN (its classifier keeps PyTorch's
+    default), every conv and linear layer of any other network."""
+    if isinstance(model, CNN):
+        return [block.conv for block in model.blocks]
+    return [m for m in model.modules() if isinstance(m, WEIGHTED)]
+
+
 @torch.no_grad()
-def init_weights(model: CNN, name: str, sample: torch.Tensor | None = None, scale: float = 1.0) -> None:
-    """Initialize every block's conv weights with the named scheme (biases to 0), then multiply them by `scale`.
+def init_weights(model: nn.Module, name: str, sample: torch.Tensor | None = None, scale: float = 1.0,
+                 activation: str | None = None) -> None:
+    """Initialize the `init_targets` weights with the named scheme (biases to 0), then multiply them by `scale`.
 
-    `lsuv` (Mishkin & Matas 2016) also needs `sample`, a batch of inputs, to
-    rescale each layer until its output has unit variance.
+    The gains follow `activation` (default: the model's `config.activation`). `lsuv`
+    (Mishkin & Matas 2016) also needs `sample`, a batch of inputs, to rescale each
+    layer until its output has unit variance.
     """
-    _init_scheme(model, name, sample)
-    if scale != 1.0:
-        for block in model.blocks:
-            block.conv.weight.mul_(scale)
-
-
-def _init_scheme(model: CNN, name: str, sample: torch.Tensor | None) -> None:
+    layers = init_targets(model)
+    activation = activation or model.config.activation
     fn = get_init(name)
-    if fn is None:
-        return
-    act = model.config.activation
-    for block in model.blocks:
-        fn(block.conv.weight, act)
-        if block.conv.bias is not None:
-            block.conv.bias.zero_()
-    if name == "lsuv":
-        if sample is None:
-            raise ValueError("init 'lsuv' needs a data sample to calibrate on")
-        lsuv_(model, sample)
+    if fn is not None:
+        for layer in layers:
+            fn(layer.weight, activation)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        if name == "lsuv":
+            if sample is None:
+                raise ValueError("init 'lsuv' needs a data sample to calibrate on")
+            lsuv_(model, sample, layers)
+    if scale != 1.0:
+        for layer in layers:
+            layer.weight.mul_(scale)
 
 
 @torch.no_grad()
-def lsuv_(model: CNN, sample: torch.Tensor, tol: float = 0.05, max_iter: int = 10) -> None:
-    """Layer-sequential unit variance: scale each conv until its output std is 1.
-
-    Walks the blocks once, feeding each the calibrated output of the previous one.
-    """
+def lsuv_(model: nn.Module, sample: torch.Tensor, layers: list[nn.Module], tol: float = 0.05,
+          max_iter: int = 10) -> None:
+    """Layer-sequential unit variance: scale each layer, in order, until its output std on `sample` is 1."""
     was_training = model.training
     model.eval()
-    h = sample
-    for block in model.blocks:
-        for _ in range(max_iter):
-            std = block.conv(h).std().item()
-            if not math.isfinite(std) or std == 0 or abs(std - 1.0) < tol:
-                break
-            block.conv.weight.div_(std)
-        h = block(h)
+    out: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        handle = layer.register_forward_hook(lambda m, i, o: out.__setitem__("y", o))
+        try:
+            for _ in range(max_iter):
+                out.clear()
+                model(sample)
+                if "y" not in out:  # the forward pass does not reach this layer
+                    break
+                std = out["y"].float().std().item()
+                if not math.isfinite(std) or std == 0 or abs(std - 1.0) < tol:
+                    break
+                layer.weight.div_(std)
+        finally:
+            handle.remove()
     model.train(was_training)
 
 
 __all__ = [
     "ACTIVATIONS", "NORMS", "RESIDUALS", "POOLS", "INITS", "RELU_FAMILY", "SATURATING",
-    "ModelConfig", "CNN", "Block", "build_model", "init_weights", "lsuv_",
+    "ModelConfig", "CNN", "Block", "build_model", "init_weights", "init_targets", "lsuv_",
     "get_activation", "get_norm", "get_init",
 ]

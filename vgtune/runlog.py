@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from vgtune import plots
+from vgtune.config import param_text
 from vgtune.store import client_for, experiment_id, git_commit
 from vgtune.writer import Unavailable
 
@@ -166,7 +167,7 @@ class RunLogger:
                 "mlflow.parentRunId": self.parent_run_id, "vgtune.role": "trial",
                 "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": "running",
                 **{f"vgtune.{k}": v for k, v in (meta or {}).items()}})
-            params = [Param(k, str(v)) for k, v in cfg.items()]
+            params = [Param(k, param_text(v)) for k, v in cfg.items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run.info.run_id, params=params[i:i + 100])
             self.runs[tid] = run.info.run_id

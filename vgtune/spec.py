@@ -11,6 +11,13 @@ allowed values, raised before Ray starts or any MLflow run exists.
     variants: [{}, {norm: batch}]    # each applied to every grid point (one change at a time)
     configs: [{depth: 4, norm: batch}]  # explicit configurations besides the grid
     fixed: {epochs: 6}
+
+A spec may train another network: `arch: resnet_cifar`, or the user's own
+`model: mypkg.nets:build` (imported from the spec's folder or PYTHONPATH) with
+`probe: [module paths]` when it has no `blocks`, and keywords for it under
+`model_args:` in `fixed` (values) or `parameters` (grid axes); likewise
+`dataset: mypkg.data:load`. `check_models` builds each such network once on
+the driver, so a broken one fails before Ray starts.
 """
 
 from __future__ import annotations
@@ -28,22 +35,26 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vgtune import checks
+from vgtune import checks, usercode
 from vgtune.config import FIELDS, TrainConfig
 from vgtune.gradflow import Thresholds
 
-TOP_KEYS = ("name", "dataset", "metric", "mode", "parameters", "nuisance", "repeats", "variants", "configs", "samples",
-            "seed", "fixed", "resources", "scheduler", "stop", "max_failures", "checkpoint_every", "thresholds")
+TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
+            "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
+            "checkpoint_every", "thresholds")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
-                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed"}
+                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
+MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
+ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
 METRICS = ("val_acc", "test_acc", "train_acc", "train_loss", "grad_attenuation")
 MODES = ("max", "min")
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
 TRAIN_KEYS = FIELDS
-# Set per trial by the spec's dataset / resources sections, not by parameters.
-RESERVED = tuple(DATASET_KEYS.values()) + ("threads", "device")
+# Set per trial by a top-level section of the spec (field -> section), not by parameters.
+RESERVED = {f: "dataset" for f in DATASET_KEYS.values()} | {"threads": "resources", "device": "resources",
+                                                            "probe_modules": "probe"}
 
 
 class SpecError(ValueError):
@@ -79,11 +90,20 @@ class SweepSpec:
     meta: list[dict[str, str]] = field(default_factory=list)  # per trial: arm, nuisance, variant (see `trial_meta`)
     nuisance: list[str] = field(default_factory=list)  # options tuned separately for every arm
     repeats: int | None = None  # seeds 0..repeats-1 of every arm's settings
+    folder: str | None = None  # the spec file's folder, where `module:function` references are imported from
 
     @property
     def factors(self) -> list[str]:
         """Training options that differ between trials."""
         return [k for k in TRAIN_KEYS if len({repr(t[k]) for t in self.trials}) > 1]
+
+    @property
+    def references(self) -> list[str]:
+        """The user's `module:function` models and loaders the trials use."""
+        from vgtune.usercode import is_reference
+
+        refs = {t[k] for t in self.trials for k in ("model", "dataset") if is_reference(t[k])}
+        return sorted(refs)
 
 
 # ------------------------------------------------------------------ reading
@@ -104,7 +124,10 @@ def load(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         apply_override(raw, item)
-    return parse(raw)
+    usercode.add_path(path.parent)  # `model: mynet:build` beside the spec
+    spec = parse(raw)
+    spec.folder = str(path.parent.resolve())
+    return spec
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -167,11 +190,35 @@ def _dataset(raw: dict) -> dict[str, Any]:
     return {DATASET_KEYS[k]: v for k, v in value.items()}
 
 
+def _model(raw: dict) -> dict[str, Any]:
+    """The top-level model keys as TrainConfig fields."""
+    return {field: raw[key] for key, field in MODEL_KEYS.items() if key in raw}
+
+
+def _flat(where: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`model_args: {k: v}` as `model_args.k: v` keys, so merging sections merges the keywords."""
+    if ARGS not in values:
+        return values
+    args = values[ARGS]
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise SpecError(f"{where}{ARGS}: expected a mapping of keyword names to values, got {args!r}")
+    return {k: v for k, v in values.items() if k != ARGS} | {f"{ARGS}.{k}": v for k, v in args.items()}
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `_flat`: the `model_args.k` keys back into one mapping (sorted by keyword)."""
+    prefix = ARGS + "."
+    args = {k[len(prefix):]: v for k, v in sorted(values.items()) if k.startswith(prefix)}
+    return {k: v for k, v in values.items() if not k.startswith(prefix)} | ({ARGS: args} if args else {})
+
+
 def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
     try:
-        cfg = TrainConfig(**values)
+        cfg = TrainConfig(**_nest(values))
         cfg.validate()
     except (ValueError, TypeError) as exc:
+        if str(exc).partition(":")[0] in ("model", "dataset", "probe"):  # names its own top-level key
+            raise SpecError(str(exc)) from None
         raise SpecError(f"{where}: {exc}") from None
     return cfg
 
@@ -180,7 +227,7 @@ def _check_training_keys(where: str, values: dict) -> None:
     allowed = [k for k in TRAIN_KEYS if k not in RESERVED]
     for key in values:
         if key in RESERVED:
-            raise SpecError(f"{where}{key}: set by the spec's dataset/resources sections, not here")
+            raise SpecError(f"{where}{key}: set by the spec's top-level {RESERVED[key]}: key, not here")
     _check_keys(where, values, allowed)
 
 
@@ -209,6 +256,14 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
 
 
 
+def _first(axis: list | dict) -> Any:
+    """An axis's first value (a distribution's first choice or lower bound)."""
+    if isinstance(axis, list):
+        return axis[0]
+    (kind, args), = axis.items()
+    return args[0]
+
+
 def _sample(dist: dict, rng: np.random.Generator) -> Any:
     (kind, args), = dist.items()
     if kind == "loguniform":
@@ -228,7 +283,7 @@ def _config_list(raw: dict, key: str, default: list) -> list[dict[str, Any]]:
         raise SpecError(f"{key}: expected a non-empty list of mappings, got {items!r}")
     for i, c in enumerate(items):
         _check_training_keys(f"{key}[{i}].", c)
-    return items
+    return [_flat(f"{key}[{i}].", c) for i, c in enumerate(items)]
 
 
 def _resources(raw: dict) -> Resources:
@@ -292,12 +347,14 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if mode not in MODES:
         raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
     resources = _resources(raw)
-    base = _dataset(raw) | {"threads": max(1, int(resources.cpu)),
-                            "device": "cuda" if resources.gpu > 0 else "cpu"}
+    base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
+                                          "device": "cuda" if resources.gpu > 0 else "cpu"}
     fixed = _mapping(raw, "fixed")
     _check_training_keys("fixed.", fixed)
+    fixed = _flat("fixed.", fixed)
     parameters = _mapping(raw, "parameters")
     _check_training_keys("parameters.", parameters)
+    parameters = _flat("parameters.", parameters)
     axes = {k: _axis(k, v) for k, v in parameters.items()}
     explicit, variants = _config_list(raw, "configs", []), _config_list(raw, "variants", [{}])
     samples = _number("samples", raw.get("samples", 1), 1, integer=True)
@@ -305,10 +362,12 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     fixed_only = not axes and not explicit and variants == [{}]  # then one trial of the fixed configuration
 
     # Each grid value alone, so an error points at parameters.KEY[i].
-    _train_config("fixed", base | fixed)
+    # A factory's keywords come whole: check with the first value of every model_args axis.
+    first_args = {k: _first(a) for k, a in axes.items() if k.startswith(ARGS + ".")}
+    _train_config("fixed", base | fixed | first_args)
     for key, axis in axes.items():
         for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):
-            _train_config(f"parameters.{key}[{i}]", base | fixed | {key: value})
+            _train_config(f"parameters.{key}[{i}]", base | fixed | first_args | {key: value})
 
     grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
     dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
@@ -364,6 +423,8 @@ def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict], ex
     given = _mapping(raw, "nuisance")
     _check_training_keys("nuisance.", given)
     for key in given:
+        if key == ARGS:
+            raise SpecError(f"nuisance.{ARGS}: a model's keywords are scientific; sweep them under parameters")
         if key == "seed":
             raise SpecError("nuisance.seed: seeds are not tuned; ask for several with `repeats: N`")
         if key in parameters:
@@ -429,3 +490,31 @@ def check_data(spec: SweepSpec) -> None:
                 data_mod.load(cfg)
             except ValueError as exc:
                 raise SpecError(f"dataset: {exc}") from None
+
+
+def check_models(spec: SweepSpec) -> None:
+    """Build every distinct network other than the plain cnn once on the driver (CPU), initialize it and run
+    one probed training step on real examples: a broken factory, probe path or output shape fails now."""
+    import torch
+
+    from vgtune import build
+    from vgtune import data as data_mod
+    from vgtune.train import data_config, model_config
+
+    seen = set()
+    for t in spec.trials:
+        cfg = TrainConfig.from_dict(t)
+        if cfg.model is None and cfg.arch == "cnn":
+            continue
+        data = data_mod.load(data_config(cfg))
+        mcfg = model_config(cfg, data.input_shape, data.num_classes)
+        key = json.dumps([vars(mcfg), cfg.init, cfg.init_scale], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        torch.manual_seed(cfg.seed)
+        try:
+            build.check(mcfg, data.x_train[:8], data.y_train[:8], cfg.init, cfg.init_scale)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+

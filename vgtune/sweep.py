@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from vgtune.spec import SpecError, SweepSpec, check_data, check_resources
+from vgtune import usercode
+from vgtune.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.store import check_uri, resolve_uri
 from vgtune.tracking import flush_all
 
@@ -81,7 +82,8 @@ def _check_address(address: str, timeout: float = 10.0) -> None:
                         "`make cluster-up` or drop --address to run locally") from None
 
 
-def _init_ray(options: SweepOptions) -> None:
+def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
+    """Start or join Ray; the spec's own modules (`model: mynet:build`) travel with the job as py_modules."""
     import ray
 
     if ray.is_initialized():
@@ -93,11 +95,14 @@ def _init_ray(options: SweepOptions) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table, with factor columns
     # An interrupted sweep says itself how to continue (`vgtune sweep SPEC --resume`), not Tune's API.
     logging.getLogger("ray.tune.tune").addFilter(_no_restore_hint)
+    shipped = usercode.shipped(spec.references)
+    runtime_env = {"py_modules": shipped} if shipped else None
     if options.address:
         _check_address(options.address)
-        ray.init(address=options.address, log_to_driver=options.verbose > 1)
+        ray.init(address=options.address, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1)
+        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1,
+                 runtime_env=runtime_env)
 
 
 def _no_restore_hint(record: logging.LogRecord) -> bool:
@@ -169,6 +174,9 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
     else:
         reporter = ProgressLine(len(spec.trials), spec.metric, spec.mode)
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every}
+    if spec.references and spec.folder and not options.address:
+        # A Ray this process did not start has no py_modules: local workers import from the spec's folder.
+        extra["import_paths"] = [spec.folder]
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
@@ -201,6 +209,7 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> str:
     if not options.address:
         check_resources(spec, {"CPU": options.num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
     check_data(spec)
+    check_models(spec)
     return uri
 
 
@@ -231,7 +240,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     else:
         sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = storage / sweep_id
-    _init_ray(options)
+    _init_ray(options, spec)
     received = _stop_on_sigterm()
     if options.address:
         import ray

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy import optimize
 
 QUADRATURE_POINTS = 100  # even: no node at z = 0, where ReLU-like derivatives jump
 HERMITE_MAX_Q = 4.0  # above: node spacing * sqrt(q) > 0.6, too coarse for tanh' / sigmoid'
@@ -134,6 +133,8 @@ def fixed_point(act: Activation, sigma_w2: float, sigma_b2: float, q_max: float 
         high *= 4
         if high > q_max:
             return q_max
+    from scipy import optimize  # here, not at import: a torch-only machine can still train normed nets
+
     return float(optimize.brentq(excess, low, high, xtol=1e-14, rtol=1e-12))
 
 
@@ -153,6 +154,8 @@ def critical_sigma_w2(act: Activation, sigma_b2: float = 0.0, low: float = 1e-3,
     lo, hi = math.log(low), math.log(high)
     if excess(lo) * excess(hi) > 0:
         return math.nan
+    from scipy import optimize
+
     return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-9, rtol=1e-9, maxiter=300))
 
 

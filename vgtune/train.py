@@ -21,23 +21,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vgtune import build, theory
 from vgtune import data as data_mod
-from vgtune import theory
 from vgtune.config import OPTIMIZERS, STATUSES, TrainConfig
 from vgtune.gradflow import GradFlowProbe, Thresholds, diagnose, mean_series, summarize
-from vgtune.models import CNN, ModelConfig, build_model, get_activation, init_weights
+from vgtune.models import ModelConfig, get_activation, init_weights
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
     return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
-                               image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed)
+                               image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed,
+                               max_gb=cfg.data_max_gb)
 
 
 def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8),
                  num_classes: int = 10) -> ModelConfig:
     return ModelConfig(depth=cfg.depth, width=cfg.width, kernel_size=cfg.kernel_size, activation=cfg.activation,
                        norm=cfg.norm, residual=cfg.residual, pool=cfg.pool, dropout=cfg.dropout,
-                       in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes)
+                       in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes,
+                       arch=cfg.arch, factory=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe_modules)
 
 
 @dataclass
@@ -80,10 +82,11 @@ class _Setup:
     cfg: TrainConfig
     device: torch.device
     data: data_mod.TensorData
-    model: CNN
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     probe: GradFlowProbe
     generator: torch.Generator  # batch order (CPU generator, permutation moved to device)
+    augment_generator: torch.Generator  # crops and flips, apart from the batch order
     eval_x: torch.Tensor  # validation then test examples, evaluated in one pass
     eval_y: torch.Tensor
     prediction: theory.Prediction  # the mean-field gradient flow at init (vgtune.theory)
@@ -108,21 +111,25 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
     fmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
     data = data_mod.load(data_config(cfg)).to(device, memory_format=fmt)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config(cfg, data.input_shape, data.num_classes))
+    mcfg = model_config(cfg, data.input_shape, data.num_classes)
+    model = build.create(mcfg)
+    blocks = build.probe_blocks(model, mcfg.probe)
     model.to(device=device, memory_format=fmt)
-    init_weights(model, cfg.init, sample=data.x_train[:256], scale=cfg.init_scale)
+    init_weights(model, cfg.init, sample=data.x_train[:256], scale=cfg.init_scale, activation=cfg.activation)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen, aug = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
     eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
-    probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps)
-    return _Setup(cfg, device, data, model, opt, probe, gen, eval_x, eval_y, predict_init(cfg, model, data))
+    probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps, blocks=blocks)
+    return _Setup(cfg, device, data, model, opt, probe, gen, aug, eval_x, eval_y, predict_init(cfg, model, data))
 
 
-def predict_init(cfg: TrainConfig, model: CNN, data: data_mod.TensorData) -> theory.Prediction:
+def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
     """Mean-field theory's gradient flow for this configuration, or why it has none."""
+    if cfg.model is not None or cfg.arch != "cnn":
+        return theory.not_applicable(f"mean-field theory here covers the plain cnn, not {cfg.model or cfg.arch}")
     reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout)
     if reason is not None:
         return theory.not_applicable(reason)
@@ -173,6 +180,7 @@ def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
         "model": s.model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "generator": s.generator.get_state(),
+        "augment_generator": s.augment_generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "result": result.to_dict(),
     }
@@ -182,6 +190,8 @@ def _restore(s: _Setup, state: dict[str, Any]) -> tuple[TrialResult, int]:
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.generator.set_state(state["generator"])
+    if "augment_generator" in state:
+        s.augment_generator.set_state(state["augment_generator"])
     torch.set_rng_state(state["torch_rng"])
     return TrialResult(**state["result"]), state["epoch"]
 
@@ -228,16 +238,30 @@ class _Epoch:
     seconds: float  # inside the training loop
 
 
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of `epoch` (1-based) under cfg.lr_schedule."""
+    if cfg.lr_schedule == "step":
+        milestones = (math.ceil(0.5 * cfg.epochs), math.ceil(0.75 * cfg.epochs))
+        return cfg.lr * 0.1 ** sum(epoch > m for m in milestones)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return cfg.lr
+
+
 def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
                  init_records: list | None) -> _Epoch:
     """One pass; probes only on probed steps (the first step of a fresh run completes the init probe)."""
     cfg, t0 = s.cfg, time.perf_counter()
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr_at(cfg, epoch)
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device)
     series = None
     for i, (xb, yb) in enumerate(data_mod.train_batches(s.data.x_train, s.data.y_train, cfg.batch_size,
                                                         s.generator)):
         step = (epoch - 1) * steps + i + 1
+        if cfg.augment == "crop_flip":
+            xb = data_mod.crop_flip(xb, s.augment_generator)
         probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
         with s.probe.capture() if probing else contextlib.nullcontext():
             loss, logits = _loss(s, xb, yb)

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+from vgtune import usercode
 from vgtune.config import THEORY
 from vgtune.gradflow import Thresholds
 from vgtune.train import EpochReport, TrainConfig, train
@@ -46,6 +47,8 @@ def _load_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable; `config["trial"]["train"]` is a TrainConfig dict."""
+    for folder in config.get("import_paths", []):
+        usercode.add_path(folder)
     cfg = TrainConfig.from_dict(config["trial"]["train"])
     thresholds = Thresholds(**config.get("thresholds", {}))
     every = int(config.get("checkpoint_every", 1))
