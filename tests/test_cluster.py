@@ -98,6 +98,30 @@ def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
     assert len(nodes) == 2, f"trials ran on {nodes}"
 
 
+def test_a_user_model_spec_submits_unchanged_its_modules_ship_with_the_job(services):
+    """examples/mynet.yaml imports mynet/mydata from its own folder, which is not on a worker's path in the
+    job's working dir: the trials on both nodes can only import them because the driver ships them."""
+    cfg, uri, tmp = services
+    overrides = ["--set", "parameters.depth=[2,3]", "--set", "parameters.activation=[relu]", "--set",
+                 "variants=[{}, {norm: batch}]", "--set", "repeats=1", "--set", "fixed.epochs=1"]
+    cmd = submit_command(cfg, "examples/mynet.yaml", uri, str(tmp / "runs-mynet"),
+                         ["--no-report", "-v", "0", *overrides], working_dir=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=environment(cfg))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = _api(uri, "experiments/get-by-name?experiment_name=mynet")["experiment"]
+    runs = _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                     "filter": "tags.`vgtune.role` = 'trial'", "max_results": 100})["runs"]
+    assert len(runs) == 4
+    nodes = set()
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert tags["status"] == "completed" and params["model"] == "mynet:build"
+        assert params["dataset"] == "mydata:load"
+        nodes.add(tags["vgtune.node"])
+    assert len(nodes) == 2, f"trials ran on {nodes}"
+
+
 def test_unreachable_cluster_fails_fast_naming_the_address(tmp_path):
     (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC))
     port = free_port()
