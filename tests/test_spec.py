@@ -60,6 +60,21 @@ def test_shipped_specs_are_valid():
     remedies = spec_mod.load("sweeps/remedies.yaml")
     assert set(remedies.factors) >= {"pool", "dropout", "weight_decay", "optimizer", "norm", "residual", "init"}
     spec_mod.load("sweeps/tiny.yaml")
+    he = spec_mod.load("sweeps/he2016.yaml")
+    assert len(he.trials) == 8 and set(he.factors) == {"depth", "residual"}
+    assert {(t["arch"], t["norm"], t["lr_schedule"], t["augment"], t["dataset"]) for t in he.trials} == {
+        ("resnet_cifar", "batch", "step", "crop_flip", "cifar10")}
+    mine = spec_mod.load("examples/mynet.yaml")
+    assert mine.references == ["mydata:load", "mynet:build"] and mine.folder.endswith("examples")
+
+
+def test_a_rule_across_fields_names_the_grid_value_not_fixed():
+    raw = {"name": "t", "arch": "resnet_cifar", "parameters": {"depth": [20, 10]}}
+    with pytest.raises(SpecError, match=r"^parameters.depth\[1\]: depth for resnet_cifar must be 6n\+2"):
+        spec_mod.parse(raw)
+    with pytest.raises(SpecError, match=r"^fixed: lr must be a number > 0"):
+        spec_mod.parse(raw | {"parameters": {"depth": [20]}, "fixed": {"lr": -1}})
+    assert len(spec_mod.parse(raw | {"parameters": {"depth": [20, 32]}}).trials) == 2
 
 
 BAD = [

@@ -212,15 +212,36 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not k.startswith(prefix)} | ({ARGS: args} if args else {})
 
 
-def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
+def _problem(values: dict[str, Any]) -> str | None:
+    """Why these values are not a valid TrainConfig, or None."""
     try:
-        cfg = TrainConfig(**_nest(values))
-        cfg.validate()
+        TrainConfig(**_nest(values)).validate()
     except (ValueError, TypeError) as exc:
-        if str(exc).partition(":")[0] in ("model", "dataset", "probe"):  # names its own top-level key
-            raise SpecError(str(exc)) from None
-        raise SpecError(f"{where}: {exc}") from None
-    return cfg
+        return str(exc)
+    return None
+
+
+def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
+    problem = _problem(values)
+    if problem is not None:
+        if problem.partition(":")[0] in ("model", "dataset", "probe"):  # names its own top-level key
+            raise SpecError(problem)
+        raise SpecError(f"{where}: {problem}")
+    return TrainConfig(**_nest(values))
+
+
+def _check_values(base: dict[str, Any], fixed: dict[str, Any], axes: dict[str, list | dict]) -> None:
+    """Every grid value, with the first value of the other axes (rules span fields: resnet_cifar's depth, a
+    factory's keywords), so an error names `parameters.KEY[i]`, or `fixed` when the option it names is fixed."""
+    firsts = {k: _first(a) for k, a in axes.items()}
+    problem = _problem(base | fixed | firsts)
+    if problem is not None:
+        words = problem.split()  # "depth must be ...", "unknown activation 'swish'; ..."
+        about = (words[1] if words[0] == "unknown" else words[0]).rstrip(":")
+        _train_config(f"parameters.{about}[0]" if about in axes else "fixed", base | fixed | firsts)
+    for key, axis in axes.items():
+        for i, value in enumerate(_values(axis)):
+            _train_config(f"parameters.{key}[{i}]", base | fixed | firsts | {key: value})
 
 
 def _check_training_keys(where: str, values: dict) -> None:
@@ -256,12 +277,17 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
 
 
 
+def _values(axis: list | dict) -> list:
+    """The values of an axis that can be listed: a grid, a choice; a range's lower bound."""
+    if isinstance(axis, list):
+        return axis
+    (kind, args), = axis.items()
+    return list(args) if kind == "choice" else [args[0]]
+
+
 def _first(axis: list | dict) -> Any:
     """An axis's first value (a distribution's first choice or lower bound)."""
-    if isinstance(axis, list):
-        return axis[0]
-    (kind, args), = axis.items()
-    return args[0]
+    return _values(axis)[0]
 
 
 def _sample(dist: dict, rng: np.random.Generator) -> Any:
@@ -362,12 +388,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     fixed_only = not axes and not explicit and variants == [{}]  # then one trial of the fixed configuration
 
     # Each grid value alone, so an error points at parameters.KEY[i].
-    # A factory's keywords come whole: check with the first value of every model_args axis.
-    first_args = {k: _first(a) for k, a in axes.items() if k.startswith(ARGS + ".")}
-    _train_config("fixed", base | fixed | first_args)
-    for key, axis in axes.items():
-        for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):
-            _train_config(f"parameters.{key}[{i}]", base | fixed | first_args | {key: value})
+    _check_values(base, fixed, axes)
 
     grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
     dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
