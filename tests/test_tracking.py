@@ -5,12 +5,12 @@ from types import SimpleNamespace
 import pytest
 
 from vgtune.tracking import MLflowTracker, flush_all
-from vgtune.writer import BackgroundWriter, TrackingError, Unavailable
+from vgtune.writer import TrackingError, Unavailable, retry
 
 
-def test_writer_retries_transient_errors_but_not_unavailable():
-    writer = BackgroundWriter(retries=3, backoff=0.001)
+def test_writes_are_retried_on_transient_errors_but_not_when_unavailable():
     calls = {"flaky": 0, "gone": 0}
+    failures = []
 
     def flaky():
         calls["flaky"] += 1
@@ -21,19 +21,16 @@ def test_writer_retries_transient_errors_but_not_unavailable():
         calls["gone"] += 1
         raise Unavailable("no run")
 
-    writer.submit(flaky)
-    writer.submit(gone)
-    writer.close()
+    retry(flaky, "flaky", failures, retries=3, backoff=0.001)
+    retry(gone, "gone", failures, retries=3, backoff=0.001)
     assert calls == {"flaky": 3, "gone": 1}
-    assert writer.failures == ["gone: no run"]
+    assert failures == ["gone: no run"]
 
 
 def test_store_that_cannot_be_written_fails_the_sweep_once(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    tracker = MLflowTracker(f"sqlite:///{not_a_folder}/mlflow.db", "exp", "exp-1", "name: exp\n", 1)
-    tracker._writer = BackgroundWriter(retries=0)
-    MLflowTracker.live.append(tracker)
+    tracker = MLflowTracker(f"sqlite:///{not_a_folder}/mlflow.db", "exp", "exp-1", "name: exp\n", 1, retries=0)
     trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": {"depth": 3}, "meta": {}}}, last_result={})
     tracker.setup()
     tracker.on_trial_start(0, [], trial)
@@ -44,6 +41,32 @@ def test_store_that_cannot_be_written_fails_the_sweep_once(tmp_path):
     assert tracker.writer.failures[0].startswith("start")
     assert all("no sweep run" in f for f in tracker.writer.failures[1:])
     assert not MLflowTracker.live
+    assert tracker.writer._proc.poll() == 0  # the writer process has exited
+
+
+def test_the_writer_process_records_a_trial_and_reports_its_state(tmp_path):
+    """The child process owns the RunLogger: runs, metrics and the plot appear; the driver gets the state."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = MLflowTracker(uri, "exp", "exp-1", "name: exp\n", 1)
+    cfg = {"depth": 2, "epochs": 1}
+    trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": cfg, "meta": {"arm": "a"}}},
+                            last_result={"epoch": 1, "val_acc": 0.5, "status": "completed"})
+    layers = {k: [1.0, 2.0] for k in ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
+                                      "dead_frac", "saturated_frac")}
+    tracker.setup()
+    tracker.on_trial_start(0, [], trial)
+    tracker.on_trial_result(0, [], trial, {"epoch": 1, "val_acc": 0.5, "layers": layers, "layers_init": layers})
+    tracker.on_trial_complete(0, [], trial)
+    tracker.on_experiment_end([trial])
+    assert flush_all() == [tracker]
+    assert tracker.counts == {"completed": 1} and tracker.unfinished == 0 and tracker.experiment_id
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([tracker.experiment_id], "tags.`vgtune.role` = 'trial'")
+    assert run.data.metrics["val_acc"] == 0.5 and run.data.metrics["block02/grad_norm"] == 2.0
+    assert run.info.status == "FINISHED" and run.data.tags["vgtune.arm"] == "a"
+    assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 def test_importing_vgtune_installs_no_global_hooks():

@@ -21,7 +21,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Figure:
     """||dL/dh_l|| against block l, one line per epoch (epoch 0 = initialization), log scale."""
-    # Not pyplot: drawn on the tracker's writer thread, once per trial, so kept cheap:
+    # Not pyplot: drawn in the tracker's writer process, once per trial, so kept cheap:
     # a fixed layout (no tight_layout pass), few plain-text log ticks (no mathtext parsing).
     fig = _figure(6, 3.6)
     ax = fig.subplots()

@@ -1,7 +1,7 @@
 """A sweep's MLflow runs: one parent run per invocation, one child run per trial.
 
 `RunLogger` does the MLflow side of `vgtune.tracking.MLflowTracker`; it knows
-nothing of Ray. Its methods run on one writer thread, in order, so a SQLite
+nothing of Ray. Its methods run in one writer process (`vgtune.writer`), in order, so a SQLite
 store sees a single writer. Every epoch of a trial is one `log_batch` request
 (metrics plus the progress tag), never a request per metric.
 
@@ -113,7 +113,7 @@ class RunLogger:
 
     @property
     def client(self) -> MlflowClient:
-        """Made on first use, on the writer thread: opening a new store can take seconds, or fail."""
+        """Made on first use, in the writer process: opening a new store can take seconds, or fail."""
         if self._client is None:
             self._client = client_for(self.uri)
         return self._client

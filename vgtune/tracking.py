@@ -1,9 +1,9 @@
-"""The Tune callback that mirrors a sweep into MLflow, from the driver only.
+"""The Tune callback that mirrors a sweep into MLflow, from the driver's machine only.
 
-Only the driver writes, so a SQLite store never sees concurrent writers; for a
+One process writes, so a SQLite store never sees concurrent writers; for a
 cluster, point `--tracking-uri` at an `http://` MLflow server. The hooks only
-queue work: a `BackgroundWriter` thread runs the `RunLogger` calls in order,
-so Tune's event loop never waits on MLflow.
+hand work over: a `WriterProcess` runs the `RunLogger` calls in order in a
+child process, so neither Tune's event loop nor the driver's CPU waits on MLflow.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 from ray import tune
 
-from vgtune.runlog import RunLogger, final_status
+from vgtune.runlog import final_status
 from vgtune.stopper import GradientCollapseStopper
-from vgtune.writer import BackgroundWriter, TrackingError
+from vgtune.writer import TrackingError, WriterProcess
 
 
 class MLflowTracker(tune.Callback):
@@ -27,7 +27,7 @@ class MLflowTracker(tune.Callback):
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
                  stopper: GradientCollapseStopper | None = None, factors: list[str] | None = None,
-                 params: dict[str, str] | None = None):
+                 params: dict[str, str] | None = None, retries: int = 8):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
@@ -36,70 +36,73 @@ class MLflowTracker(tune.Callback):
         self.stopper = stopper  # asked why a trial stopped early
         self.factors = factors or []  # options the sweep varies (run names)
         self.params = params or {}  # more params of the sweep run
+        self.retries = retries  # attempts of a failing write after the first
         self.unfinished = 0  # trials that had not ended when the experiment did (an interrupted sweep)
         self._ended: set[str] = set()  # trial ids that completed or errored in this invocation
-        self._logger: RunLogger | None = None
-        self._writer: BackgroundWriter | None = None
+        self._writer: WriterProcess | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
-        return dict(self.__dict__) | {"_logger": None, "_writer": None, "_ended": set(), "unfinished": 0}
+        return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0}
 
     @property
-    def logger(self) -> RunLogger:
-        if self._logger is None:
-            self._logger = RunLogger(self.uri, self.experiment, self.sweep_id, self.spec_text, self.total_trials,
-                                     self.factors, self.params)
-        return self._logger
-
-    @property
-    def writer(self) -> BackgroundWriter:
+    def writer(self) -> WriterProcess:
+        """The child process that owns this sweep's RunLogger (started on first use)."""
         if self._writer is None:
-            self._writer = BackgroundWriter()
+            args = (self.uri, self.experiment, self.sweep_id, self.spec_text, self.total_trials, self.factors,
+                    self.params)
+            self._writer = WriterProcess(args, retries=self.retries)
             MLflowTracker.live.append(self)
         return self._writer
 
+    def _state(self, key: str, default: Any = None) -> Any:
+        return self._writer.state.get(key, default) if self._writer else default
+
     @property
     def parent_run_id(self) -> str | None:
-        return self._logger.parent_run_id if self._logger else None
+        return self._state("parent_run_id")
 
     @property
     def experiment_id(self) -> str | None:
-        return self._logger.exp_id if self._logger else None
+        return self._state("exp_id")
 
     @property
     def counts(self) -> dict[str, int]:
-        return self._logger.counts if self._logger else {}
+        return self._state("counts", {})
 
     def flush(self) -> None:
+        """Wait for every write so far; the properties above then read the writer's state."""
         if self._writer is not None:
             self._writer.flush()
+
+    def close(self) -> None:
+        """Flush, then let the writer process exit."""
+        if self._writer is not None:
+            self._writer.close()
 
     # -- sweep ------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
         # Queued like every write: creating a fresh store (schema migrations) takes seconds
         # that would otherwise delay the first trials.
-        logger = self.logger
-        self.writer.submit(logger.start)
+        self.writer.submit("start")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.writer.flush()
+        state = self.writer.flush()
         # Tune marks every trial TERMINATED when an interrupted experiment cleans up, so
         # "finished" is what this tracker saw end, or found finished in MLflow on a resume.
-        done = self._ended | self.logger.finished_before
+        done = self._ended | state["finished_before"]
         self.unfinished = sum(t.trial_id not in done for t in trials)
-        failures = len(self.writer.failures)
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
-        self.writer.submit(lambda: self.logger.finish(failures, "KILLED" if self.unfinished else "FINISHED"))
+        self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
         self.writer.flush()
 
-    # -- trials: the hooks queue, the writer thread writes -----------------------
+    # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         tid, cfg, meta = trial.trial_id, dict(trial.config["trial"]["train"]), dict(trial.config["trial"]["meta"])
-        self.writer.submit(lambda: self.logger.trial_run(tid, cfg, meta))
+        self.writer.submit("trial_run", tid, cfg, meta)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
-        self.writer.submit(lambda: self.logger.log_result(tid, cfg, result))
+        self.writer.submit("log_result", tid, cfg, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last, cfg = dict(trial.last_result or {}), dict(trial.config["trial"]["train"])
@@ -110,13 +113,13 @@ class MLflowTracker(tune.Callback):
             tags["vgtune.stop_reason"] = reason
         tid = trial.trial_id
         self._ended.add(tid)
-        self.writer.submit(lambda: self.logger.close(tid, cfg, tags, "FINISHED", last))
+        self.writer.submit("close", tid, cfg, tags, "FINISHED", last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
         tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
         failures = trial.run_metadata.num_failures
-        self.writer.submit(lambda: self.logger.set_failures(tid, cfg, failures))
+        self.writer.submit("set_failures", tid, cfg, failures)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
@@ -125,7 +128,7 @@ class MLflowTracker(tune.Callback):
         lines = text.strip().splitlines()
         tags = {"status": "error", "diagnosis": last.get("diagnosis", "healthy"),
                 "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
-        self.writer.submit(lambda: self.logger.close(tid, cfg, tags, "FAILED", last, error_text=text))
+        self.writer.submit("close", tid, cfg, tags, "FAILED", last, text)
 
 
 def _error_text(trial) -> str:
@@ -147,7 +150,7 @@ def flush_all() -> list[MLflowTracker]:
     broken, flushed = None, []
     while MLflowTracker.live:
         tracker = MLflowTracker.live.pop()
-        tracker.flush()
+        tracker.close()
         flushed.append(tracker)
         if tracker.parent_run_id is None:
             broken = tracker
