@@ -13,6 +13,7 @@ SUITES = {
     "tracking": "bench.tracking",
     "report": "bench.report",
     "sweep": "bench.sweep",
+    "ceiling": "bench.ceiling",
 }
 
 

@@ -15,6 +15,7 @@ not the writes that record it; it exits when the driver closes the pipe.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -153,7 +154,7 @@ def serve(requests, replies: int) -> None:
             while view:
                 view = view[os.write(replies, view):]
             continue
-        retry(lambda: getattr(logger, method)(*args), method, failures, **options)
+        retry(functools.partial(getattr(logger, method), *args), method, failures, **options)
 
 
 def main(argv: list[str]) -> None:
