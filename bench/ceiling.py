@@ -1,0 +1,91 @@
+"""The ceiling for many small trials: vgtune against plain Ray Tune on the same trivial trainable.
+
+1,000 trials of a one-block width-2 CNN on 128 synthetic examples, one epoch each, run
+twice on this machine: through `vgtune.sweep.run_sweep` (MLflow tracking to SQLite, the
+stopper, the progress line) and through a bare `tune.Tuner` with the same trainable
+(`vgtune.trial.run_trial`), actor reuse and no callbacks. Reported: vgtune's trials/s as a
+share of plain Tune's, and the driver process's CPU per trial in each (the figure that
+bounds a cluster: one driver core serves 1 / that many trials per second).
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from vgtune import spec
+
+TRIALS = 1000
+SPEC = {"name": "ceiling", "dataset": {"name": "synthetic", "limit": 128},
+        "parameters": {"seed": list(range(TRIALS))},
+        "fixed": {"depth": 1, "width": 2, "epochs": 1, "batch_size": 64, "init_probe_batches": 1}}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (the Tune driver), all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _init_ray():
+    import ray
+
+    from vgtune.sweep import SweepOptions, _init_ray
+
+    _init_ray(SweepOptions(verbose=0), spec.parse(SPEC))
+    return ray
+
+
+def _plain_tune(folder: Path) -> tuple[float, float]:
+    from ray import tune
+
+    from vgtune.sweep import _trainable, longest_first
+
+    s = spec.parse(SPEC)
+    ray = _init_ray()
+    items = [{"train": t, "meta": m} for t, m in zip(s.trials, s.meta)]
+    tuner = tune.Tuner(_trainable(s), param_space={"trial": tune.grid_search(longest_first(items))},
+                       tune_config=tune.TuneConfig(reuse_actors=True),
+                       run_config=tune.RunConfig(storage_path=str(folder), verbose=0))
+    t0, c0 = time.perf_counter(), _cpu()
+    grid = tuner.fit()
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    assert len(grid) == TRIALS and not grid.errors
+    ray.shutdown()
+    return wall, cpu
+
+
+def _vgtune(folder: Path) -> tuple[float, float]:
+    from vgtune.sweep import SweepOptions, run_sweep
+
+    s = spec.parse(SPEC)
+    _init_ray()
+    options = SweepOptions(tracking_uri=f"sqlite:///{folder}/mlflow.db", storage=str(folder / "runs"),
+                           out=str(folder / "reports"), verbose=0)
+    c0 = _cpu()
+    outcome = run_sweep(s, options)
+    cpu = _cpu() - c0
+    import ray
+
+    ray.shutdown()
+    assert outcome.finished == TRIALS
+    return outcome.wall_seconds, cpu
+
+
+def run() -> list[dict]:
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        tune_wall, tune_cpu = _plain_tune(Path(d1))
+        vg_wall, vg_cpu = _vgtune(Path(d2))
+    ratio = tune_wall / vg_wall  # (TRIALS / vg_wall) / (TRIALS / tune_wall)
+    note = (f"{TRIALS} trivial trials: plain Tune {tune_wall:.0f}s ({TRIALS / tune_wall:.1f}/s), "
+            f"vgtune {vg_wall:.0f}s ({TRIALS / vg_wall:.1f}/s), Tuner.fit wall each")
+    return [
+        {"name": "ceiling: vgtune trials/s / plain Tune's (same trainable)", "value": ratio, "target": ">= 0.9",
+         "ok": ratio >= 0.9, "note": note},
+        {"name": "ceiling: vgtune driver CPU per trivial trial (core-s)", "value": vg_cpu / TRIALS,
+         "target": "<= 0.02", "ok": vg_cpu / TRIALS <= 0.02},
+        {"name": "ceiling: plain Tune driver CPU per trivial trial (core-s)", "value": tune_cpu / TRIALS,
+         "target": "report"},
+    ]
