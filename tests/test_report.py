@@ -126,3 +126,24 @@ def test_running_sweep_is_reported_as_far_as_it_got(tmp_path):
            diagnosis="healthy", status="running")
     folder = report.build("live", uri, tmp_path / "reports")
     assert "still running" in (folder / "report.md").read_text()
+
+
+def test_the_sqlite_fast_path_reads_what_search_runs_reads(store, tmp_path):
+    """Straight SQL over the store and MlflowClient.search_runs give the same trials table (NaN, inf, tags)."""
+    uri, _ = store
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("known").experiment_id
+    odd = client.create_run(exp_id, tags={"vgtune.role": "trial", "vgtune.sweep": "known-1", "status": "diverged"})
+    for k, v in ({"depth": 2, "activation": "tanh", "norm": "none", "seed": 9} | FACTORS).items():
+        client.log_param(odd.info.run_id, k, v)
+    client.log_metric(odd.info.run_id, "grad_attenuation_init", float("-inf"))
+    client.log_metric(odd.info.run_id, "train_loss", float("nan"))
+    client.set_terminated(odd.info.run_id)
+    fast = runs.load_trials(uri, "known")
+    slow = runs.tidy(runs._search_all(runs.client_for(uri), exp_id, "tags.`vgtune.role` = 'trial'"))
+    pd.testing.assert_frame_equal(fast, slow)
+    row = fast[fast.seed == 9].iloc[0]
+    assert row["grad_attenuation_init"] == float("-inf") and pd.isna(row["train_loss"])
+    assert runs._sqlite_runs(uri, exp_id, "known-0") and len(runs.load_trials(uri, "known", sweep="known-0")) == 1
+    assert runs._sqlite_runs("http://127.0.0.1:1", exp_id, None) is None
+    client.delete_run(odd.info.run_id)

@@ -4,6 +4,11 @@ The columns are `vgtune.config`'s: every `TrainConfig` field as a typed factor
 column (contract factors first), the result columns, then `sweep`, `end_time`
 and the final per-block series as `block*/...` columns for the plots.
 
+From a SQLite store the runs are read with three SQL queries over MLflow's
+`runs`, `tags`, `params` and `latest_metrics` tables (a 10,000-trial sweep in
+seconds, where `search_runs` builds a Python entity per metric); any other
+store goes through `MlflowClient.search_runs`. Both give the same table.
+
 Several invocations of one sweep (resumed, or re-run with more seeds) merge:
 a configuration run twice counts once, its most recent finished run winning.
 Two trials that differ in any training option are two rows.
@@ -12,13 +17,16 @@ Two trials that differ in any training option are two rows.
 from __future__ import annotations
 
 import math
+import sqlite3
+from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from vgtune.config import ARM_COLUMNS, FACTORS, RESULTS, parse_param
-from vgtune.store import client_for
+from vgtune.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
@@ -62,7 +70,9 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataF
     exp_id = _require(uri, experiment)
     client = client_for(uri)
     filt = "tags.`vgtune.role` = 'trial'" + (f" and tags.`vgtune.sweep` = '{sweep}'" if sweep else "")
-    runs = _search_all(client, exp_id, filt)
+    runs = _sqlite_runs(uri, exp_id, sweep)
+    if runs is None:
+        runs = [_Record.of(r) for r in _search_all(client, exp_id, filt)]
     if sweep and not runs:
         sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in _search_all(
             client, exp_id, "tags.`vgtune.role` = 'sweep'")} - {""})
@@ -81,6 +91,49 @@ def _search_all(client: MlflowClient, exp_id: str, filt: str) -> list[Run]:
             return runs
 
 
+@dataclass
+class _Record:
+    """What the trials table needs of one run."""
+
+    run_id: str
+    end_time: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value of each metric
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run: Run) -> _Record:
+        return cls(run.info.run_id, run.info.end_time, run.data.params, run.data.metrics, run.data.tags)
+
+
+_TRIAL_RUNS = """
+    SELECT r.run_uuid, r.end_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid
+    WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' AND t.key = 'vgtune.role' AND t.value = 'trial'
+"""
+
+
+def _sqlite_runs(uri: str, exp_id: str, sweep: str | None) -> list[_Record] | None:
+    """The experiment's trial runs read straight from a SQLite store; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    con = sqlite3.connect(f"file:{quote(sqlite_path(uri))}?mode=ro", uri=True)
+    try:
+        con.execute("CREATE TEMP TABLE picked AS " + _TRIAL_RUNS, (int(exp_id),))
+        records = {rid: _Record(rid, end) for rid, end in con.execute("SELECT run_uuid, end_time FROM picked")}
+        for table, attr in (("tags", "tags"), ("params", "params")):
+            for rid, key, value in con.execute(
+                    f"SELECT x.run_uuid, x.key, x.value FROM {table} x JOIN picked p ON p.run_uuid = x.run_uuid"):
+                getattr(records[rid], attr)[key] = value
+        for rid, key, value, is_nan in con.execute(
+                "SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m "
+                "JOIN picked p ON p.run_uuid = m.run_uuid"):
+            records[rid].metrics[key] = math.nan if is_nan else value
+    finally:
+        con.close()
+    runs = list(records.values())
+    return [r for r in runs if r.tags.get("vgtune.sweep") == sweep] if sweep else runs
+
+
 def _metric(value: float | None) -> float:
     if value is None:
         return math.nan
@@ -89,8 +142,8 @@ def _metric(value: float | None) -> float:
     return value
 
 
-def _row(run: Run) -> dict:
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+def _row(run: _Record) -> dict:
+    params, metrics, tags = run.params, run.metrics, run.tags
     row = {f: parse_param(f, params.get(f)) for f in FACTORS}
     row["status"] = tags.get("status", "running")
     row["diagnosis"] = tags.get("diagnosis", "healthy")
@@ -101,13 +154,14 @@ def _row(run: Run) -> dict:
         row["epochs_run"] = float(tags["vgtune.epoch"])
     row["theory"] = tags.get("vgtune.theory", "")
     row |= {k: tags.get(f"vgtune.{k}", "") for k in ARM_COLUMNS}
-    row |= {"mlflow_run_id": run.info.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.info.end_time}
+    row |= {"mlflow_run_id": run.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.end_time}
     row |= {k: _metric(v) for k, v in metrics.items() if k.startswith("block")}
     return row
 
 
-def tidy(runs: list[Run]) -> pd.DataFrame:
+def tidy(runs: list[_Record] | list[Run]) -> pd.DataFrame:
     """MLflow trial runs -> the trials table."""
+    runs = [r if isinstance(r, _Record) else _Record.of(r) for r in runs]
     if not runs:
         return pd.DataFrame(columns=list(FACTORS + RESULTS))
     df = pd.DataFrame([_row(r) for r in runs])
