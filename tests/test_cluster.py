@@ -102,8 +102,10 @@ def test_a_user_model_spec_submits_unchanged_its_modules_ship_with_the_job(servi
     """examples/mynet.yaml imports mynet/mydata from its own folder, which is not on a worker's path in the
     job's working dir: the trials on both nodes can only import them because the driver ships them."""
     cfg, uri, tmp = services
-    overrides = ["--set", "parameters.depth=[2,3]", "--set", "parameters.activation=[relu]", "--set",
-                 "variants=[{}, {norm: batch}]", "--set", "repeats=1", "--set", "fixed.epochs=1"]
+    # Six trials of a few seconds: long enough that the worker node's actor (slower to start: it fetches the
+    # job's packages) gets trials too.
+    overrides = ["--set", "parameters.depth=[2,3,4]", "--set", "parameters.activation=[relu]", "--set",
+                 "variants=[{}, {norm: batch}]", "--set", "repeats=1", "--set", "fixed.epochs=3"]
     cmd = submit_command(cfg, "examples/mynet.yaml", uri, str(tmp / "runs-mynet"),
                          ["--no-report", "-v", "0", *overrides], working_dir=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=environment(cfg))
@@ -111,7 +113,7 @@ def test_a_user_model_spec_submits_unchanged_its_modules_ship_with_the_job(servi
     exp = _api(uri, "experiments/get-by-name?experiment_name=mynet")["experiment"]
     runs = _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
                                      "filter": "tags.`vgtune.role` = 'trial'", "max_results": 100})["runs"]
-    assert len(runs) == 4
+    assert len(runs) == 6
     nodes = set()
     for run in runs:
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
