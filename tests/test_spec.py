@@ -194,3 +194,16 @@ def test_the_readme_example_spec_is_valid():
     block = (REPO / "README.md").read_text().split("## Writing a sweep")[1].split("```yaml")[1].split("```")[0]
     spec = spec_mod.parse(yaml.safe_load(block))
     assert spec.nuisance == ["lr"] and spec.repeats == 2 and len(spec.trials) > 1000
+
+
+def test_only_a_spec_that_names_user_code_puts_its_folder_on_the_path(tmp_path):
+    (tmp_path / "plain.yaml").write_text("name: p\nfixed: {epochs: 1}\n")
+    spec_mod.load(tmp_path / "plain.yaml")
+    assert str(tmp_path.resolve()) not in sys.path
+    (tmp_path / "nets.py").write_text("import torch.nn as nn\n\ndef build(**kw):\n    return nn.Identity()\n")
+    (tmp_path / "mine.yaml").write_text("name: m\nmodel: nets:build\n")
+    try:
+        assert spec_mod.load(tmp_path / "mine.yaml").references == ["nets:build"]
+        assert str(tmp_path.resolve()) in sys.path
+    finally:
+        sys.path.remove(str(tmp_path.resolve()))

@@ -124,10 +124,24 @@ def load(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         apply_override(raw, item)
-    usercode.add_path(path.parent)  # `model: mynet:build` beside the spec
-    spec = parse(raw)
-    spec.folder = str(path.parent.resolve())
+    folder = str(path.parent.resolve())
+    added = usercode.add_path(folder)  # `model: mynet:build` beside the spec
+    try:
+        spec = parse(raw)
+    finally:
+        if added and not _refers_to_code(raw):  # a spec without user code leaves sys.path as it was
+            usercode.remove_path(folder)
+    spec.folder = folder
     return spec
+
+
+def _refers_to_code(raw: dict) -> bool:
+    """Whether any value in the spec is a `module:function` reference (what `load` imports)."""
+    if isinstance(raw, dict):
+        return any(_refers_to_code(v) for v in raw.values())
+    if isinstance(raw, list):
+        return any(_refers_to_code(v) for v in raw)
+    return usercode.is_reference(raw)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
