@@ -75,16 +75,21 @@ def _naming(temp_dir: str) -> list[int]:
     return [p for p in pids if p != os.getpid() and _alive(p)]
 
 
-def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
-    cfg, uri, tmp = services
-    (tmp / "spec.yaml").write_text(textwrap.dedent(SPEC))
-    cmd = submit_command(cfg, str(tmp / "spec.yaml"), uri, str(tmp / "runs"), ["--no-report", "-v", "0"],
-                         working_dir=str(REPO))
+def _submit(services, spec: str, experiment: str, storage: Path, extra: tuple = ()) -> list[dict]:
+    """`make submit`'s command for `spec` from the repository; the trial runs it left in the server."""
+    cfg, uri, _ = services
+    cmd = submit_command(cfg, spec, uri, str(storage), ["--no-report", "-v", "0", *extra], working_dir=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=environment(cfg))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = _api(uri, "experiments/get-by-name?experiment_name=clustered")["experiment"]
-    runs = _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+    exp = _api(uri, f"experiments/get-by-name?experiment_name={experiment}")["experiment"]
+    return _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
                                      "filter": "tags.`vgtune.role` = 'trial'", "max_results": 100})["runs"]
+
+
+def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
+    _, uri, tmp = services
+    (tmp / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    runs = _submit(services, str(tmp / "spec.yaml"), "clustered", tmp / "runs")
     assert len(runs) == 4
     nodes = set()
     for run in runs:
@@ -101,18 +106,12 @@ def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
 def test_a_user_model_spec_submits_unchanged_its_modules_ship_with_the_job(services):
     """examples/mynet.yaml imports mynet/mydata from its own folder, which is not on a worker's path in the
     job's working dir: the trials on both nodes can only import them because the driver ships them."""
-    cfg, uri, tmp = services
+    _, _, tmp = services
     # Six trials of a few seconds: long enough that the worker node's actor (slower to start: it fetches the
     # job's packages) gets trials too.
     overrides = ["--set", "parameters.depth=[2,3,4]", "--set", "parameters.activation=[relu]", "--set",
                  "variants=[{}, {norm: batch}]", "--set", "repeats=1", "--set", "fixed.epochs=3"]
-    cmd = submit_command(cfg, "examples/mynet.yaml", uri, str(tmp / "runs-mynet"),
-                         ["--no-report", "-v", "0", *overrides], working_dir=str(REPO))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=environment(cfg))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = _api(uri, "experiments/get-by-name?experiment_name=mynet")["experiment"]
-    runs = _api(uri, "runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                     "filter": "tags.`vgtune.role` = 'trial'", "max_results": 100})["runs"]
+    runs = _submit(services, "examples/mynet.yaml", "mynet", tmp / "runs-mynet", overrides)
     assert len(runs) == 6
     nodes = set()
     for run in runs:
