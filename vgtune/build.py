@@ -124,17 +124,17 @@ def check(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, init: str = "defau
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(f"{what}: output must be (batch, num_classes) = {want}, got {got}")
             torch.nn.functional.cross_entropy(out, y).backward()
-        probe.snapshot()
         unseen = probe.unseen()
-        if not unseen:
-            probe.read()
+        if unseen:
+            names = {id(m): n for n, m in model.named_modules()}
+            bad = names.get(id(blocks[unseen[0]]), str(unseen[0]))
+            raise ValueError(f"probe: block {bad!r} yielded no tensor output with a gradient in the step (it is "
+                             "not used, returns a non-tensor, or is detached); probe modules that output the "
+                             "activations")
+        probe.snapshot()
+        probe.read()
     except ValueError:
         raise
     except Exception as exc:
         raise ValueError(f"{what}: a training step on a batch of shape {tuple(x.shape)} failed: "
                          f"{type(exc).__name__}: {exc}") from None
-    if unseen:
-        names = {id(m): n for n, m in model.named_modules()}
-        bad = names.get(id(blocks[unseen[0]]), str(unseen[0]))
-        raise ValueError(f"probe: block {bad!r} yielded no tensor output with a gradient in the step (it is not "
-                         f"used, returns a non-tensor, or is detached); probe modules that output the activations")

@@ -214,10 +214,8 @@ def user_splits(cfg: DataConfig) -> tuple[list[torch.Tensor], int]:
     or three `torch.utils.data.Dataset`s of (image, label), materialized here. Returns the six
     tensors and the number of classes (largest label + 1)."""
     fn = get_loader(cfg.name)
-    offered = {"root": cfg.root, "download": cfg.download, "image_size": cfg.image_size,
-               "split_seed": cfg.split_seed}
     try:
-        out = fn(**usercode.accepted(fn, offered))
+        out = fn(**usercode.accepted(fn, {k: getattr(cfg, k) for k in USER_ARGS}))
     except Exception as exc:
         raise DataError(f"{cfg.name} raised {type(exc).__name__}: {exc}") from None
     out = tuple(out) if isinstance(out, (tuple, list)) else (out,)

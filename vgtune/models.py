@@ -139,6 +139,21 @@ class ModelConfig:
                              f"got {self.probe!r}")
 
 
+def add_branch_scale(module: nn.Module, residual: str) -> bool:
+    """Give `module` the `alpha` of h = x + alpha * f(x) that `residual` prescribes (a parameter if
+    learned, else a buffer); False for `none`, which has no skip."""
+    scheme = RESIDUALS[residual]
+    if scheme is None:
+        return False
+    init, learned = scheme
+    alpha = torch.tensor(float(init))
+    if learned:
+        module.alpha = nn.Parameter(alpha)
+    else:
+        module.register_buffer("alpha", alpha)
+    return True
+
+
 class Block(nn.Module):
     """conv -> norm -> act -> dropout, optional skip h = x + alpha * f(x), optional pool."""
 
@@ -149,15 +164,7 @@ class Block(nn.Module):
         self.norm = get_norm(cfg.norm, cout)
         self.act = get_activation(cfg.activation)
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        scheme = RESIDUALS[cfg.residual] if cin == cout else None
-        self.skip = scheme is not None
-        if scheme is not None:
-            init, learned = scheme
-            alpha = torch.tensor(float(init))
-            if learned:
-                self.alpha = nn.Parameter(alpha)
-            else:
-                self.register_buffer("alpha", alpha)
+        self.skip = cin == cout and add_branch_scale(self, cfg.residual)
         pool_cls = POOLS[cfg.pool]
         self.pool = pool_cls(2) if (pool and pool_cls is not None) else nn.Identity()
 

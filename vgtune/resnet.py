@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vgtune.models import RESIDUALS, ModelConfig, get_activation, get_norm
+from vgtune.models import ModelConfig, add_branch_scale, get_activation, get_norm
 
 
 def check_depth(depth: int) -> None:
@@ -58,14 +58,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=bias)
         self.norm2 = get_norm(cfg.norm, cout)
         self.act = get_activation(cfg.activation)  # after the addition: the block's output
-        scheme = RESIDUALS[cfg.residual]
-        self.shortcut = None if scheme is None else ShortcutA(cin, cout, stride)
-        if scheme is not None:
-            alpha = torch.tensor(float(scheme[0]))
-            if scheme[1]:
-                self.alpha = nn.Parameter(alpha)
-            else:
-                self.register_buffer("alpha", alpha)
+        self.shortcut = ShortcutA(cin, cout, stride) if add_branch_scale(self, cfg.residual) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm1(self.conv1(x))

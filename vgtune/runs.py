@@ -72,7 +72,7 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataF
     filt = "tags.`vgtune.role` = 'trial'" + (f" and tags.`vgtune.sweep` = '{sweep}'" if sweep else "")
     runs = _sqlite_runs(uri, exp_id, sweep)
     if runs is None:
-        runs = [_Record.of(r) for r in _search_all(client, exp_id, filt)]
+        runs = _search_all(client, exp_id, filt)
     if sweep and not runs:
         sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in _search_all(
             client, exp_id, "tags.`vgtune.role` = 'sweep'")} - {""})

@@ -125,12 +125,9 @@ def load(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     for item in overrides or []:
         apply_override(raw, item)
     folder = str(path.parent.resolve())
-    added = usercode.add_path(folder)  # `model: mynet:build` beside the spec
-    try:
-        spec = parse(raw)
-    finally:
-        if added and not _refers_to_code(raw):  # a spec without user code leaves sys.path as it was
-            usercode.remove_path(folder)
+    if _refers_to_code(raw):  # `model: mynet:build` beside the spec; other specs leave sys.path alone
+        usercode.add_path(folder)
+    spec = parse(raw)
     spec.folder = folder
     return spec
 
@@ -538,9 +535,9 @@ def check_models(spec: SweepSpec) -> None:
 
     seen = set()
     for t in spec.trials:
-        cfg = TrainConfig.from_dict(t)
-        if cfg.model is None and cfg.arch == "cnn":
+        if t["model"] is None and t["arch"] == "cnn":
             continue
+        cfg = TrainConfig.from_dict(t)
         data = data_mod.load(data_config(cfg))
         mcfg = model_config(cfg, data.input_shape, data.num_classes)
         key = json.dumps([vars(mcfg), cfg.init, cfg.init_scale], sort_keys=True, default=str)

@@ -67,8 +67,11 @@ def not_applicable(reason: str) -> Prediction:
     return Prediction(math.nan, math.nan, math.nan, f"n/a: {reason}")
 
 
-def why_not(norm: str, residual: str, pool: str, dropout: float) -> str | None:
-    """Why a configuration is outside the plain-stack theory (None if it is inside)."""
+def why_not(norm: str, residual: str, pool: str, dropout: float, network: str = "cnn") -> str | None:
+    """Why a configuration is outside the plain-stack theory (None if it is inside); `network` is the arch
+    or the user's `model: module:function`."""
+    if network != "cnn":
+        return f"mean-field theory here covers the plain cnn, not {network}"
     if norm != "none":
         return NORM_NAMES.get(norm, f"{norm} norm")
     if residual != "none":

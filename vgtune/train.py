@@ -128,9 +128,7 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
 
 def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
     """Mean-field theory's gradient flow for this configuration, or why it has none."""
-    if cfg.model is not None or cfg.arch != "cnn":
-        return theory.not_applicable(f"mean-field theory here covers the plain cnn, not {cfg.model or cfg.arch}")
-    reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout)
+    reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout, cfg.model or cfg.arch)
     if reason is not None:
         return theory.not_applicable(reason)
     return theory.predict(model, data.x_train[:256].cpu(), get_activation(cfg.activation), data.input_shape[1])

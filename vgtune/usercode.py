@@ -24,20 +24,11 @@ def is_reference(name: object) -> bool:
     return isinstance(name, str) and ":" in name
 
 
-def add_path(folder: str | Path) -> bool:
-    """Make modules in `folder` importable in this process (first on the path); True if it was not there."""
+def add_path(folder: str | Path) -> None:
+    """Make modules in `folder` importable in this process (first on the path, once)."""
     folder = str(Path(folder).resolve())
-    if folder in sys.path:
-        return False
-    sys.path.insert(0, folder)
-    return True
-
-
-def remove_path(folder: str | Path) -> None:
-    """Undo `add_path`."""
-    folder = str(Path(folder).resolve())
-    if folder in sys.path:
-        sys.path.remove(folder)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def _split(ref: str, what: str) -> tuple[str, str]:
