@@ -127,8 +127,7 @@ class GradFlowProbe:
     @contextmanager
     def capture(self) -> Iterator[None]:
         """Hooks on for the forward and backward pass run inside this block."""
-        n = len(self.blocks)
-        self._grads, self._moments, self._units = [None] * n, [None] * n, [None] * n
+        self.begin()
         handles = []
         for i, (block, act) in enumerate(zip(self.blocks, self.acts)):
             handles.append(block.register_forward_hook(self._output_hook(i)))
@@ -140,19 +139,36 @@ class GradFlowProbe:
             for h in handles:
                 h.remove()
 
+    def begin(self) -> None:
+        """Forget the previous step's observations (`capture` does this; so does a fused pack's probe)."""
+        n = len(self.blocks)
+        self._grads, self._moments, self._units = [None] * n, [None] * n, [None] * n
+
+    def observe_output(self, i: int, out: torch.Tensor) -> None:
+        """Block i's output h_i in the forward pass: its moments."""
+        h = out.detach().float()
+        self._moments[i] = torch.stack([h.mean(), h.std()])
+
+    def observe_grad(self, i: int, grad: torch.Tensor) -> None:
+        """dL/dh_i in the backward pass: its norm."""
+        self._grads[i] = norm(grad)
+
+    def observe_activation(self, i: int, out: torch.Tensor) -> None:
+        """Block i's last activation output: its dead and saturated fractions."""
+        self._units[i] = self._unit_stats(out.detach().float())
+
     def _output_hook(self, i: int):
         def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
             if not isinstance(out, torch.Tensor):
                 return
             if out.requires_grad:
-                out.register_hook(lambda g: self._grads.__setitem__(i, norm(g)))
-            h = out.detach().float()
-            self._moments[i] = torch.stack([h.mean(), h.std()])
+                out.register_hook(lambda g: self.observe_grad(i, g))
+            self.observe_output(i, out)
         return hook
 
     def _act_hook(self, i: int):
         def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
-            self._units[i] = self._unit_stats(out.detach().float())
+            self.observe_activation(i, out)
         return hook
 
     def _unit_stats(self, a: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from vgtune.pack import left
 from vgtune.runlog import final_status
 
 ORDER = ("completed", "stopped", "diverged", "error")
@@ -27,25 +28,41 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-def ended_as(trial) -> str | None:
-    """completed | stopped | diverged | error for an ended trial, None while it is pending or running."""
-    if trial.status == "ERROR":
-        return "error"
-    if trial.status != "TERMINATED":
-        return None
+def ended_as(trial) -> list[str | None]:
+    """completed | stopped | diverged | error for each ended trial a Tune trial trains (itself, or each
+    member of a pack), None for one pending or running."""
+    item, last = trial.config["trial"], trial.last_result or {}
+    if "members" not in item:
+        if trial.status == "ERROR":
+            return ["error"]
+        return [final_status(last, item["train"]["epochs"]) if trial.status == "TERMINATED" else None]
+    summary = last.get("summary") or [{} for _ in item["members"]]
+    out = []
+    for member, row in zip(item["members"], summary):
+        if left(row):
+            out.append(final_status(row, member["train"]["epochs"]))
+        else:
+            out.append("error" if trial.status == "ERROR" else
+                       "stopped" if trial.status == "TERMINATED" else None)
+    return out
+
+
+def _scores(trial, metric: str) -> list[float]:
     last = trial.last_result or {}
-    return final_status(last, trial.config["trial"]["train"]["epochs"])
+    rows = last.get("summary") if "members" in trial.config["trial"] else [last]
+    values = [r.get(metric) for r in rows or []]
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
 def summary_line(trials: list, total: int, elapsed: float, metric: str, mode: str) -> str:
     """The progress line for `trials` (Tune's Trial objects) after `elapsed` seconds."""
-    ended = [s for s in (ended_as(t) for t in trials) if s]
+    states = [(t, s) for t in trials for s in ended_as(t)]
+    ended = [s for _, s in states if s]
     counts = ", ".join(f"{ended.count(s)} {s}" for s in ORDER if ended.count(s))
-    running = sum(t.status == "RUNNING" for t in trials)
+    running = sum(t.status == "RUNNING" and s is None for t, s in states)
     done = len(ended)
     eta = elapsed / done * (total - done) if done else math.nan
-    scores = [(t.last_result or {}).get(metric) for t in trials]
-    scores = [s for s in scores if isinstance(s, (int, float)) and math.isfinite(s)]
+    scores = [v for t in trials for v in _scores(t, metric)]
     best = (max if mode == "max" else min)(scores) if scores else None
     parts = [f"{done}/{total} trials done" + (f" ({counts})" if counts else ""), f"{running} running",
              f"{_clock(elapsed)} elapsed", f"ETA {_clock(eta)}"]

@@ -41,7 +41,7 @@ from vgtune.gradflow import Thresholds
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
-            "checkpoint_every", "thresholds")
+            "checkpoint_every", "thresholds", "pack")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
 MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
@@ -91,6 +91,7 @@ class SweepSpec:
     nuisance: list[str] = field(default_factory=list)  # options tuned separately for every arm
     repeats: int | None = None  # seeds 0..repeats-1 of every arm's settings
     folder: str | None = None  # the spec file's folder, where `module:function` references are imported from
+    pack: int | str = "off"  # off | auto | N: trials of one shape trained together as one fused network
 
     @property
     def factors(self) -> list[str]:
@@ -433,7 +434,23 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
                      scheduler=scheduler, stop=_stop(raw), max_failures=max_failures,
                      checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
-                     nuisance=list(nuisance), repeats=repeats)
+                     nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials))
+
+
+def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:
+    from vgtune.pack import parse_size, why_not
+
+    try:
+        size = parse_size(raw.get("pack", "off"))
+    except ValueError as exc:
+        raise SpecError(f"pack: {exc}") from None
+    if size != "off" and scheduler["type"] != "fifo":
+        raise SpecError(f"pack: scheduler {scheduler['type']} pauses and stops trials one by one, which a fused pack "
+                        "cannot; use scheduler.type fifo (the gradient-collapse stopper works per member) or pack: off")
+    reasons = [why_not(t) for t in trials]
+    if isinstance(size, int) and all(reasons):
+        raise SpecError(f"pack: {size}: no trial of this spec can be packed ({reasons[0]}); use pack: off")
+    return size
 
 
 # ------------------------------------------------------------------ arms and nuisance

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from vgtune import usercode
+from vgtune import pack, usercode
 from vgtune.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.store import check_uri, resolve_uri
 from vgtune.tracking import flush_all
@@ -140,13 +140,16 @@ def _trainable(spec: SweepSpec):
 
 
 def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials (`{"train": TrainConfig dict, ...}`) by a rough cost (epochs x depth x width^2), largest first,
-    grid order among equals.
+    """Trials (`{"train": TrainConfig dict, ...}`, or packs of them) by a rough cost (epochs x depth x width^2
+    x members), largest first, grid order among equals.
 
     Tune starts trials in this order, so the last ones to start are the short ones and
     the workers finish together instead of one long trial running on alone at the end.
     """
-    return sorted(trials, key=lambda t: -t["train"]["epochs"] * t["train"]["depth"] * t["train"]["width"] ** 2)
+    def cost(item: dict[str, Any]) -> int:
+        train = item["train"]
+        return train["epochs"] * train["depth"] * train["width"] ** 2 * len(item.get("members", [item]))
+    return sorted(trials, key=lambda t: -cost(t))
 
 
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
@@ -173,7 +176,10 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
             max_report_frequency=20, max_progress_rows=10)
     else:
         reporter = ProgressLine(len(spec.trials), spec.metric, spec.mode)
-    extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every}
+    extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every,
+             "metric": spec.metric, "mode": spec.mode}
+    if stopper is not None:  # packs stop their members themselves (vgtune.trial.run_pack)
+        extra["member_stop"] = {"floor": stopper.floor, "patience": stopper.patience}
     if spec.references and spec.folder and not options.address:
         # A Ray this process did not start has no py_modules: local workers import from the spec's folder.
         extra["import_paths"] = [spec.folder]
@@ -186,7 +192,8 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    items = [{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)]
+    items = pack.plan([{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)], spec.pack,
+                      _concurrency(spec))
     param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -255,16 +262,23 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         trackers = flush_all()
     wall = time.perf_counter() - t0
     unfinished = sum(t.unfinished for t in trackers)
-    trials = []
-    for result in grid:
-        last = dict(result.metrics or {})
-        last.pop("layers", None)
-        last.pop("layers_init", None)
-        trials.append({"config": (result.config or {}).get("trial", {}).get("train", {}), "last": last,
-                       "error": str(result.error) if result.error else None})
+    trials = [t for result in grid for t in _outcomes(result)]
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
                         received[0] if received else None, exp_id)
+
+
+def _outcomes(result) -> list[dict[str, Any]]:
+    """Config, last result and error of each trial a Tune result stands for (itself, or each pack member)."""
+    item, last = (result.config or {}).get("trial", {}), dict(result.metrics or {})
+    error = str(result.error) if result.error else None
+    if "members" not in item:
+        last.pop("layers", None)
+        last.pop("layers_init", None)
+        return [{"config": item.get("train", {}), "last": last, "error": error}]
+    summary = last.get("summary") or [{} for _ in item["members"]]
+    return [{"config": m["train"], "last": row, "error": error}
+            for m, row in zip(item["members"], summary)]
 
 
 def _stop_on_sigterm() -> list[int]:

@@ -13,13 +13,23 @@ from typing import Any, ClassVar
 
 from ray import tune
 
+from vgtune.pack import left, member_id
 from vgtune.runlog import final_status
 from vgtune.stopper import GradientCollapseStopper
 from vgtune.writer import TrackingError, WriterProcess
 
 
+def units(trial) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """(trial id, TrainConfig dict, meta) of what a Tune trial trains: itself, or each member of a pack."""
+    item = trial.config["trial"]
+    if "members" not in item:
+        return [(trial.trial_id, dict(item["train"]), dict(item["meta"]))]
+    return [(member_id(trial.trial_id, k), dict(m["train"]), dict(m["meta"]) | {"pack": trial.trial_id})
+            for k, m in enumerate(item["members"])]
+
+
 class MLflowTracker(tune.Callback):
-    """Tune callback: one parent run per sweep invocation, one child run per trial."""
+    """Tune callback: one parent run per sweep invocation, one child run per trial (per member of a pack)."""
 
     # Trackers of this process with writes queued; `flush_all` waits for them. A class
     # registry because `Tuner.restore` unpickles its own copy of the callback.
@@ -90,45 +100,67 @@ class MLflowTracker(tune.Callback):
         # Tune marks every trial TERMINATED when an interrupted experiment cleans up, so
         # "finished" is what this tracker saw end, or found finished in MLflow on a resume.
         done = self._ended | state["finished_before"]
-        self.unfinished = sum(t.trial_id not in done for t in trials)
+        self.unfinished = sum(tid not in done for t in trials for tid, _, _ in units(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
         self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
         self.writer.flush()
 
     # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        tid, cfg, meta = trial.trial_id, dict(trial.config["trial"]["train"]), dict(trial.config["trial"]["meta"])
-        self.writer.submit("trial_run", tid, cfg, meta)
+        for tid, cfg, meta in units(trial):
+            self.writer.submit("trial_run", tid, cfg, meta)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
-        self.writer.submit("log_result", tid, cfg, result)
+        if "members" not in result:
+            self.writer.submit("log_result", trial.trial_id, dict(trial.config["trial"]["train"]), result)
+            return
+        members = units(trial)
+        for row in result["members"]:
+            tid, cfg, _ = members[row["member"]]
+            self.writer.submit("log_result", tid, cfg, row)
+            if left(row):  # the member diverged, was stopped or is done
+                self._close_finished(tid, cfg, row, row.get("stop_reason"))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        last, cfg = dict(trial.last_result or {}), dict(trial.config["trial"]["train"])
+        last = dict(trial.last_result or {})
+        if "members" in trial.config["trial"]:
+            summary = last.get("summary") or []
+            for k, (tid, cfg, _) in enumerate(units(trial)):
+                if tid not in self._ended:  # a member still training when the pack was stopped
+                    self._close_finished(tid, cfg, summary[k] if k < len(summary) else {}, "stopped by the scheduler")
+            return
+        reason = self.stopper.reasons.get(trial.trial_id) if self.stopper else None
+        self._close_finished(trial.trial_id, dict(trial.config["trial"]["train"]), last,
+                             reason or "stopped by the scheduler")
+
+    def _close_finished(self, tid: str, cfg: dict[str, Any], last: dict[str, Any], reason: str | None) -> None:
         status = final_status(last, cfg["epochs"])
         tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
         if status == "stopped":
-            reason = (self.stopper.reasons.get(trial.trial_id) if self.stopper else None) or "stopped by the scheduler"
-            tags["vgtune.stop_reason"] = reason
-        tid = trial.trial_id
+            tags["vgtune.stop_reason"] = reason or "stopped by the scheduler"
         self._ended.add(tid)
         self.writer.submit("close", tid, cfg, tags, "FINISHED", last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
-        tid, cfg = trial.trial_id, dict(trial.config["trial"]["train"])
         failures = trial.run_metadata.num_failures
-        self.writer.submit("set_failures", tid, cfg, failures)
+        for tid, cfg, _ in units(trial):
+            if tid not in self._ended:
+                self.writer.submit("set_failures", tid, cfg, failures)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
-        last, cfg, tid = dict(trial.last_result or {}), dict(trial.config["trial"]["train"]), trial.trial_id
-        self._ended.add(tid)
+        last = dict(trial.last_result or {})
         lines = text.strip().splitlines()
-        tags = {"status": "error", "diagnosis": last.get("diagnosis", "healthy"),
-                "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
-        self.writer.submit("close", tid, cfg, tags, "FAILED", last, text)
+        summary = last.get("summary") or []
+        for k, (tid, cfg, _) in enumerate(units(trial)):
+            if tid in self._ended:
+                continue
+            own = summary[k] if "members" in trial.config["trial"] and k < len(summary) else last
+            self._ended.add(tid)
+            tags = {"status": "error", "diagnosis": own.get("diagnosis", "healthy"),
+                    "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
+            self.writer.submit("close", tid, cfg, tags, "FAILED", own, text)
 
 
 def _error_text(trial) -> str:

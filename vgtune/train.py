@@ -194,7 +194,7 @@ def _restore(s: _Setup, state: dict[str, Any]) -> tuple[TrialResult, int]:
     return TrialResult(**state["result"]), state["epoch"]
 
 
-def _finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
+def finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
     last = result.history[-1] if result.history else {}
     final_probe = result.layers[-1]["series"] if result.layers else None
     final = summarize(final_probe) if final_probe else {}
@@ -219,7 +219,7 @@ def _finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
     return result
 
 
-def _record_init(result: TrialResult, records: list[dict[str, list[float]]]) -> None:
+def record_init(result: TrialResult, records: list[dict[str, list[float]]]) -> None:
     series = mean_series(records)
     series["update_ratio"] = [math.nan] * len(series["update_ratio"])  # no update yet
     result.layers.insert(0, {"step": 0, "epoch": 0, "series": series})
@@ -274,7 +274,7 @@ def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_e
             continue
         probed = s.probe.read()
         if init_records is not None:
-            _record_init(result, init_records + [probed])
+            record_init(result, init_records + [probed])
             init_records = None
         if step % probe_every == 0:
             series = probed
@@ -286,16 +286,80 @@ def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_e
     return _Epoch(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
 
 
-def _epoch_row(s: _Setup, epoch: int, ep: _Epoch, latest: dict[str, float], status: str,
-               thresholds: Thresholds) -> dict[str, Any]:
+def timed_evaluate(s: _Setup) -> tuple[float, float, float]:
+    """(val_acc, test_acc, eval_seconds)."""
     t0 = time.perf_counter()
     val_acc, test_acc = evaluate(s)
+    return val_acc, test_acc, time.perf_counter() - t0
+
+
+@dataclass
+class Run:
+    """One trial's state between epochs (the pack trainer keeps one per member)."""
+
+    result: TrialResult
+    start: int  # epochs already done (a resumed run)
+    totals: dict[str, float]  # train_seconds, eval_seconds, setup_seconds so far
+    latest: dict[str, float] = field(default_factory=dict)  # summary of the most recent probe
+    init_records: list[dict[str, list[float]]] | None = None  # init probes awaiting the first training step
+
+
+def begin(s: _Setup, resume: dict[str, Any] | None, t0: float) -> Run:
+    """A fresh run (with its extra init-probe batches) or one restored from `resume`; t0 = when set-up began.
+
+    grad_attenuation_init averages init_probe_batches batches before the first
+    update: init_probe_batches - 1 extra ones and the first training step itself.
+    """
+    init_records = None
+    if resume is not None:
+        result, start = _restore(s, resume)
+    else:
+        result, start = TrialResult(config=s.cfg.to_dict()), 0
+        result.summary.update(s.prediction.as_dict())
+        if s.cfg.probes:
+            init_records = measure_init(s, s.cfg.init_probe_batches - 1)
+    totals = {"train_seconds": result.summary.get("train_seconds", 0.0),  # inside the training loops
+              "eval_seconds": result.summary.get("eval_seconds", 0.0),  # per-epoch validation and test passes
+              # data, model, optimizer and the extra init-probe batches (once per start)
+              "setup_seconds": result.summary.get("setup_seconds", 0.0) + time.perf_counter() - t0}
+    return Run(result, start, totals, init_records=init_records)
+
+
+def record_epoch(s: _Setup, run: Run, epoch: int, ep: _Epoch, accs: tuple[float, float, float],
+                 thresholds: Thresholds) -> EpochReport:
+    """Add one epoch (its pass `ep`, its evaluation `accs`) to the run; the report `on_epoch` gets."""
+    cfg, result = s.cfg, run.result
+    if ep.series is not None:
+        run.latest = summarize(ep.series)
+    diverged = not math.isfinite(ep.train_loss) or ep.train_loss > cfg.diverge_loss
+    status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
+    val_acc, test_acc, eval_seconds = accs
     row = {"epoch": epoch, "train_loss": ep.train_loss, "train_acc": ep.train_acc, "val_acc": val_acc,
-           "test_acc": test_acc, "eval_seconds": time.perf_counter() - t0, **latest, "status": status}
-    if latest:
-        row["diagnosis"] = diagnose(status, latest["grad_attenuation"], latest["dead_frac"],
-                                    latest["saturated_frac"], thresholds)
-    return row
+           "test_acc": test_acc, "eval_seconds": eval_seconds, **run.latest, "status": status}
+    if run.latest:
+        row["diagnosis"] = diagnose(status, run.latest["grad_attenuation"], run.latest["dead_frac"],
+                                    run.latest["saturated_frac"], thresholds)
+    run.totals["train_seconds"] += ep.seconds
+    run.totals["eval_seconds"] += eval_seconds
+    row.update(run.totals)
+    result.history.append(row)
+    result.summary.update(run.totals)
+    if diverged:
+        result.status = "diverged"
+        result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
+    init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
+    return EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != "running",
+                       init_layers=init_layers, state=lambda e=epoch: _state(s, result, e))
+
+
+def ends(run: Run, report: EpochReport, stop: bool | None) -> bool:
+    """Whether the trial ends after this epoch: it diverged, was told to stop (status 'stopped') or is done."""
+    if report.metrics["status"] == "diverged":
+        return True
+    if stop:
+        run.result.status = "stopped"
+        return True
+    return report.final
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
@@ -307,49 +371,16 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     thresholds = thresholds or Thresholds()
     t0 = time.perf_counter()
     s = setup(cfg, thresholds)
-    # grad_attenuation_init averages init_probe_batches batches before the first
-    # update: init_probe_batches - 1 extra ones and the first training step itself.
-    init_records: list[dict[str, list[float]]] | None = None
-    if resume is not None:
-        result, start = _restore(s, resume)
-    else:
-        result, start = TrialResult(config=cfg.to_dict()), 0
-        result.summary.update(s.prediction.as_dict())
-        if cfg.probes:
-            init_records = measure_init(s, cfg.init_probe_batches - 1)
+    run = begin(s, resume, t0)
     steps = max(1, s.data.x_train.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
-    totals = {"train_seconds": result.summary.get("train_seconds", 0.0),  # inside the training loops
-              "eval_seconds": result.summary.get("eval_seconds", 0.0),  # per-epoch validation and test passes
-              # data, model, optimizer and the extra init-probe batches (once per start)
-              "setup_seconds": result.summary.get("setup_seconds", 0.0) + time.perf_counter() - t0}
-    latest: dict[str, float] = {}  # summary of the most recent probe
-    for epoch in range(start + 1, cfg.epochs + 1):
-        ep = _train_epoch(s, result, epoch, steps, probe_every, init_records)
-        init_records = None
-        if ep.series is not None:
-            latest = summarize(ep.series)
-        diverged = not math.isfinite(ep.train_loss) or ep.train_loss > cfg.diverge_loss
-        status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
-        row = _epoch_row(s, epoch, ep, latest, status, thresholds)
-        totals["train_seconds"] += ep.seconds
-        totals["eval_seconds"] += row["eval_seconds"]
-        row.update(totals)
-        result.history.append(row)
-        result.summary.update(totals)
-        if diverged:
-            result.status = "diverged"
-            result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
-        init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
-        report = EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != "running",
-                             init_layers=init_layers, state=lambda e=epoch: _state(s, result, e))
-        stop = on_epoch(report) if on_epoch is not None else None
-        if diverged:
+    for epoch in range(run.start + 1, cfg.epochs + 1):
+        ep = _train_epoch(s, run.result, epoch, steps, probe_every, run.init_records)
+        run.init_records = None
+        report = record_epoch(s, run, epoch, ep, timed_evaluate(s), thresholds)
+        if ends(run, report, on_epoch(report) if on_epoch is not None else None):
             break
-        if stop:
-            result.status = "stopped"
-            break
-    return _finish(result, thresholds)
+    return finish(run.result, thresholds)
 
 
 def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, Any]:
@@ -362,5 +393,6 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
     return {"config": cfg.to_dict(), "summary": summary, "series": series}
 
 
-__all__ = ["TrainConfig", "TrialResult", "EpochReport", "train", "probe", "setup", "evaluate",
-           "measure_init", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
+__all__ = ["TrainConfig", "TrialResult", "EpochReport", "Run", "train", "probe", "setup", "evaluate",
+           "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init", "lr_at",
+           "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
