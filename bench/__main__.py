@@ -14,6 +14,7 @@ SUITES = {
     "report": "bench.report",
     "sweep": "bench.sweep",
     "ceiling": "bench.ceiling",
+    "pack": "bench.pack",
 }
 
 

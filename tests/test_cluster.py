@@ -98,7 +98,7 @@ def test_sweep_through_the_job_api_lands_in_the_mlflow_server(services):
         assert run["info"]["status"] == "FINISHED" and tags["status"] == "completed"
         assert {"val_acc", "test_acc", "grad_attenuation_init", "block01/grad_norm"} <= metrics
         files = _api(uri, f"artifacts/list?run_id={run['info']['run_id']}").get("files", [])
-        assert "gradient_flow.png" in [f["path"] for f in files]
+        assert "gradient_flow.svg" in [f["path"] for f in files]
         nodes.add(tags["vgtune.node"])
     assert len(nodes) == 2, f"trials ran on {nodes}"
 

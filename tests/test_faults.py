@@ -144,7 +144,7 @@ def test_mlflow_server_restarted_mid_sweep_loses_nothing(tmp_path):
         assert len(runs) == 4 and all(r.data.tags["status"] == "completed" for r in runs)
         _complete_histories(client, runs, 6)
         for r in runs:
-            assert "gradient_flow.png" in [a.path for a in client.list_artifacts(r.info.run_id)]
+            assert "gradient_flow.svg" in [a.path for a in client.list_artifacts(r.info.run_id)]
         # The report at the end of the sweep read the runs back through the server.
         assert len(pd.read_csv(tmp_path / "reports" / "restart" / "trials.csv")) == 4
     finally:

@@ -160,7 +160,7 @@ def test_a_packed_sweep_records_every_member_as_its_own_trial(tmp_path):
             alone.data.metrics["grad_attenuation_init"], rel=1e-4)
         assert [h.step for h in client.get_metric_history(run.info.run_id, "block01/grad_norm")] == \
             list(range(int(run.data.metrics["epochs_run"]) + 1))
-        assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "gradient_flow.svg" in [a.path for a in client.list_artifacts(run.info.run_id)]
         if run.data.tags["status"] == "stopped":
             stopped += 1
             assert "gradient collapsed" in run.data.tags["vgtune.stop_reason"]

@@ -45,7 +45,7 @@ def test_tiny_sweep_logs_one_child_run_per_trial(tmp_path):
         steps = [h.step for h in client.get_metric_history(run.info.run_id, "val_acc")]
         assert steps == [1, 2]
         assert [h.step for h in client.get_metric_history(run.info.run_id, "block01/grad_norm")] == [0, 1, 2]
-        assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "gradient_flow.svg" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 def test_stopper_ends_a_vanishing_trial_early(tmp_path):

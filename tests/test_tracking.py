@@ -66,7 +66,7 @@ def test_the_writer_process_records_a_trial_and_reports_its_state(tmp_path):
     (run,) = client.search_runs([tracker.experiment_id], "tags.`vgtune.role` = 'trial'")
     assert run.data.metrics["val_acc"] == 0.5 and run.data.metrics["block02/grad_norm"] == 2.0
     assert run.info.status == "FINISHED" and run.data.tags["vgtune.arm"] == "a"
-    assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "gradient_flow.svg" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 def test_importing_vgtune_installs_no_global_hooks():

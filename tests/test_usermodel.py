@@ -75,7 +75,7 @@ def test_the_example_sweeps_its_own_network_and_data(tmp_path, monkeypatch):
         assert json.loads(run.data.params["model_args"]) == {"head_dropout": 0.1}
         blocks = {k.split("/")[0] for k in run.data.metrics if k.startswith("block")}
         assert blocks == {f"block{i:02d}" for i in range(1, depth + 1)}
-        assert "gradient_flow.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "gradient_flow.svg" in [a.path for a in client.list_artifacts(run.info.run_id)]
     trials = pd.read_csv(tmp_path / "reports" / "mynet" / "trials.csv")
     assert len(trials) == 6 and set(trials["model"]) == {"mynet:build"}
     assert trials["grad_attenuation_init"].notna().all() and trials["test_acc"].max() > 0.6  # 4 classes: it learns

@@ -9,41 +9,12 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
 import numpy as np
-from matplotlib import ticker
 from matplotlib.figure import Figure
 
 
 def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=90)
-
-
-def gradient_flow(probes: list[tuple[int, list[float]]], title: str = "") -> Figure:
-    """||dL/dh_l|| against block l, one line per epoch (epoch 0 = initialization), log scale."""
-    # Not pyplot: drawn in the tracker's writer process, once per trial, so kept cheap:
-    # a fixed layout (no tight_layout pass), few plain-text log ticks (no mathtext parsing).
-    fig = _figure(6, 3.6)
-    ax = fig.subplots()
-    fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.14)
-    cmap = matplotlib.colormaps["viridis"]
-    last = max((e for e, _ in probes), default=1) or 1
-    for epoch, norms in probes:
-        blocks = range(1, len(norms) + 1)
-        safe = [n if n > 0 else float("nan") for n in norms]
-        ax.plot(blocks, safe, marker="o", ms=2.5, lw=1.2, color=cmap(epoch / last),
-                label="init" if epoch == 0 else f"epoch {epoch}")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(ticker.LogLocator(numticks=7))
-    ax.yaxis.set_major_formatter(ticker.LogFormatter())
-    ax.yaxis.set_minor_locator(ticker.NullLocator())  # minor ticks over many decades cost most of the draw
-    ax.set_xlabel("block l (input side -> output side)")
-    ax.set_ylabel("||dL/dh_l||")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="major", alpha=0.3)
-    if len(probes) <= 12:
-        ax.legend(fontsize=7, ncol=2)
-    return fig
 
 
 # ------------------------------------------------------------------ report figures

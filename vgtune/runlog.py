@@ -20,7 +20,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from vgtune import plots
+from vgtune import flowplot
 from vgtune.config import param_text
 from vgtune.store import client_for, experiment_id, git_commit
 from vgtune.writer import Unavailable
@@ -28,6 +28,7 @@ from vgtune.writer import Unavailable
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
               "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
+PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)
 THEORY_METRICS = ("chi1", "depth_scale", "grad_attenuation_predicted")  # logged at step 0
 # What the runs table shows when opened through `view_url` (the experiment's shared view).
 VIEW_KEY = "vgtune"
@@ -38,7 +39,7 @@ DESCRIPTION = """A vgtune sweep: one parent run per `vgtune sweep` invocation, o
 
 Each trial's factors are params (depth, activation, init, norm, residual, lr, seed, ...); its results are
 metrics (test_acc, val_acc, grad_attenuation_init, grad_attenuation_final) and tags (status, diagnosis).
-Per-block gradient flow is in `blockNN/<series>` metrics (step 0 = initialization) and `gradient_flow.png`.
+Per-block gradient flow is in `blockNN/<series>` metrics (step 0 = initialization) and `gradient_flow.svg`.
 
 The runs table opens with these columns from the link `vgtune sweep` prints (`?viewStateShareKey=vgtune`);
 otherwise pick them under *Columns*: depth, activation, init, norm, residual, test_acc,
@@ -214,7 +215,7 @@ class RunLogger:
         probes = self.probes.pop(tid, [])
         if probes:
             title = f"{trial_name(cfg, self.factors)} [{tags['status']}, {tags['diagnosis']}]"
-            self.client.log_figure(run_id, plots.gradient_flow(probes, title=title), "gradient_flow.png")
+            self.client.log_text(run_id, flowplot.gradient_flow(probes, title=title), PLOT)
         self.client.set_terminated(run_id, run_status)
         self.counts[tags["status"]] = self.counts.get(tags["status"], 0) + 1
 
