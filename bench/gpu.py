@@ -10,8 +10,12 @@ Prints, one line each:
 2. probe overhead on CUDA: a 24-block width-8 CNN with probes on / off;
 3. fractional-GPU trials: k processes training small trials on one GPU at once (what `resources.gpu: 1/k`
    lets Ray do), aggregate trials/s against one at a time;
-4. a user factory (examples/mynet.py) trained on CUDA.
-Packed trials (HFTA-style fusion) are not built, so nothing here measures them.
+4. a user factory (examples/mynet.py) trained on CUDA;
+5. packing: packs of 4 and 16 trials (depth 12 and 24, width 8, BatchNorm) trained as one fused network
+   against the same trials one at a time (bench/pack.py on CUDA), and a member's init probe and
+   accuracy against its solo run's.
+
+    python -m bench.gpu --only packing,user_model   # some steps (any of the names above)
 """
 
 from __future__ import annotations
@@ -126,13 +130,46 @@ def user_model() -> None:
           flush=True)
 
 
+def packing() -> None:
+    from bench.pack import measure
+
+    sizes = (4,) if SMOKE else (4, 16)
+    for depth in ((4,) if SMOKE else (12, 24)):
+        for size in sizes:
+            m = measure(depth, size, device=SMALL["device"], dataset="synthetic", norm="batch", threads=2)
+            print(json.dumps({"packing": {"depth": depth, "trials": size, "solo_s": round(m["solo_s"], 2),
+                                          "packed_s": round(m["pack_s"], 2), "whole_x": round(m["whole"], 2),
+                                          "train_loop_x": round(m["loop"], 2),
+                                          "max_test_acc_gap": round(m["acc_diff"], 4),
+                                          "init_probe_rel_gap": float(f"{m['init_rel']:.2e}")}}), flush=True)
+    if torch.cuda.is_available():
+        print(json.dumps({"packing_cuda_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}),
+              flush=True)
+
+
+STEPS = {"user_model": user_model, "packing": packing, "probe_overhead": probe_overhead, "he2016": he2016,
+         "fractional": fractional}
+
+
+def _chosen() -> list:
+    names = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")), None)
+    if "--only" in sys.argv:
+        names = sys.argv[sys.argv.index("--only") + 1]
+    if names is None:
+        return list(STEPS.values())
+    unknown = [n for n in names.split(",") if n not in STEPS]
+    if unknown:
+        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; valid: {', '.join(STEPS)}")
+    return [STEPS[n] for n in names.split(",")]
+
+
 def main() -> None:
     print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}), flush=True)
     if not torch.cuda.is_available() and not SMOKE:
         print("no CUDA device: nothing to measure (--smoke runs the steps on the CPU)")
         return
-    for step in (user_model, probe_overhead, he2016, fractional):
+    for step in _chosen():
         t0 = time.perf_counter()
         try:
             step()

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 SPEC = """
@@ -21,6 +22,7 @@ parameters:
   seed: [0, 1]
 fixed: {width: 8, epochs: 3, init: kaiming_normal}
 stop: {gradient_collapse: false}
+pack: PACK
 """
 
 
@@ -38,8 +40,9 @@ def _sweep(tmp_path, *extra):
             "--out", str(tmp_path / "reports"), "--no-report", "-v", "0", *extra]
 
 
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
-    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC))
+@pytest.mark.parametrize("pack", ["off", "2"])  # 2: four packs of two, each resumed from its members' checkpoints
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path, pack):
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SPEC).replace("PACK", pack))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.Popen(_sweep(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.time() + 180

@@ -112,7 +112,8 @@ def cmd_sweep(args) -> int:
         print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})", file=sys.stderr)
         print(f"Continue with: {resume_command(args)}", file=sys.stderr)
         return 128 + (outcome.signal or signal.SIGINT)
-    print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials in {outcome.wall_seconds:.0f}s, "
+    packed = f" (packed into {outcome.tune_trials} Ray trials)" if outcome.tune_trials < len(outcome.trials) else ""
+    print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials{packed} in {outcome.wall_seconds:.0f}s, "
           f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
     print(f"Tune results:  {outcome.path}")
     print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})")

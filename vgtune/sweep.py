@@ -52,6 +52,7 @@ class SweepOutcome:
     unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
     signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
     experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
+    tune_trials: int = 0  # Ray Tune trials that ran them (fewer than `trials` when packed)
 
     @property
     def finished(self) -> int:
@@ -263,9 +264,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     wall = time.perf_counter() - t0
     unfinished = sum(t.unfinished for t in trackers)
     trials = [t for result in grid for t in _outcomes(result)]
+    tune_trials = len(grid)
+    concurrency = min(concurrency, tune_trials) or concurrency  # a few packs fill fewer slots
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
-                        received[0] if received else None, exp_id)
+                        received[0] if received else None, exp_id, tune_trials)
 
 
 def _outcomes(result) -> list[dict[str, Any]]:

@@ -100,6 +100,7 @@ def run_pack(config: dict[str, Any]) -> None:
     saved = _load_state(tune.get_checkpoint())
     states = {}  # member -> its latest checkpoint (a member that ended keeps its last one)
     summary: list[dict[str, Any]] = [{} for _ in members]  # each member's latest scalars
+    stopped: set[int] = set()  # members the stopper ended
     if saved is not None:
         summary = saved["summary"]
 
@@ -121,9 +122,18 @@ def run_pack(config: dict[str, Any]) -> None:
             result[metric] = max(scores) if mode == "max" else min(scores)
         epoch = result["epoch"]
         due = ended or epoch % every == 0
-        _checkpointed(result, {"members": [states[k]() if k in states else saved["members"][k]
-                                           for k in range(len(members))], "summary": summary} if due else None)
+        stopped.update(stops)
+        _checkpointed(result, {"members": [_member_state(k) for k in range(len(members))],
+                               "summary": summary} if due else None)
         return stops
+
+    def _member_state(k: int) -> dict[str, Any]:
+        if k not in states:  # ended before this (resumed) run began
+            return saved["members"][k]
+        state = states[k]()
+        if k in stopped:  # the state was taken before the pack marked it
+            state["result"]["status"] = "stopped"
+        return state
 
     resume = saved["members"] if saved is not None else None
     train_pack(cfgs, on_epoch=on_epoch, resume=resume, thresholds=thresholds)
