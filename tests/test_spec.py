@@ -148,7 +148,11 @@ def test_cli_error_is_one_line_and_creates_nothing(tmp_path, text):
 def test_dry_run_prints_count(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "t: 9 trials" in proc.stdout
+    assert proc.returncode == 0 and "t: 9 trials" in proc.stdout and "pack" not in proc.stdout
+    packed = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run",
+                             "--set", "pack=2"], capture_output=True, text=True, timeout=120)
+    # 2 depths x 2 activations, each with 2 sampled lrs, pack in twos; the batch-norm config trains alone
+    assert "pack: 2: 8 trials in 4 packs of 2-2, 1 alone" in packed.stdout, packed.stdout + packed.stderr
 
 
 def test_longest_trials_are_submitted_first():

@@ -60,11 +60,27 @@ def _dry_run(spec) -> int:
         arms, settings = len({m["arm"] for m in spec.meta}), len({m["nuisance"] for m in spec.meta})
         print(f"  {arms} arms x {settings} nuisance settings ({', '.join(spec.nuisance) or 'none'}) x "
               f"{spec.repeats or 1} seeds; each arm's setting is chosen on {spec.metric}")
+    if spec.pack != "off":
+        print("  " + _pack_line(spec))
     for t in spec.trials[:5]:
         print("  " + ", ".join(f"{k}={t[k]}" for k in (spec.factors or ["depth", "activation"])))
     if len(spec.trials) > 5:
         print(f"  ... and {len(spec.trials) - 5} more")
     return 0
+
+
+def _pack_line(spec) -> str:
+    """How `pack:` groups the trials, for this machine's trial slots (a cluster's may differ)."""
+    from vgtune import pack
+
+    slots = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
+    planned = pack.plan([{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)], spec.pack, slots)
+    sizes = [len(p["members"]) for p in planned if "members" in p]
+    alone = len(planned) - len(sizes)
+    if not sizes:
+        return f"pack: {spec.pack}: no two trials share a shape; all {alone} train alone"
+    return (f"pack: {spec.pack}: {sum(sizes)} trials in {len(sizes)} packs of {min(sizes)}-{max(sizes)}, "
+            f"{alone} alone ({slots} trial slots here)")
 
 
 def resume_command(args) -> str:
