@@ -277,14 +277,7 @@ def _train_epoch(fused: FusedCNN, live: list[_Member], epoch: int, steps: int,
         correct += (logits.detach().argmax(dim=2) == y).sum(dim=1)
         if not probing:
             continue
-        for m in active:
-            probed = m.s.probe.read()
-            if m.run.init_records is not None:
-                train_mod.record_init(m.run.result, m.run.init_records + [probed])
-                m.run.init_records = None
-            if step % probe_every == 0:
-                series[m.index] = probed
-                m.run.result.layers.append({"step": step, "epoch": epoch, "series": probed})
+        series |= _read_probes(active, step, epoch, probe_every)
         values = losses.tolist()  # a probed step syncs anyway
         keep = [k for k, (m, v) in enumerate(zip(active, values))
                 if math.isfinite(v) and v <= m.s.cfg.diverge_loss]
@@ -303,6 +296,20 @@ def _train_epoch(fused: FusedCNN, live: list[_Member], epoch: int, steps: int,
     fused.count_steps(steps)
     return {m.index: train_mod._Epoch(done[m.index][0] / steps, done[m.index][1] / (steps * cfg.batch_size),
                                       series.get(m.index), seconds) for m in live}
+
+
+def _read_probes(active: list[_Member], step: int, epoch: int, probe_every: int) -> dict[int, dict]:
+    """Each member's probe of this step: completes its init probe, and is its epoch series on a regular one."""
+    series = {}
+    for m in active:
+        probed = m.s.probe.read()
+        if m.run.init_records is not None:
+            train_mod.record_init(m.run.result, m.run.init_records + [probed])
+            m.run.init_records = None
+        if step % probe_every == 0:
+            series[m.index] = probed
+            m.run.result.layers.append({"step": step, "epoch": epoch, "series": probed})
+    return series
 
 
 def _streams(live: list[_Member]) -> list[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
