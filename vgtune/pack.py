@@ -224,7 +224,7 @@ def capture(fused: FusedCNN, members: list[_Member]) -> Iterator[None]:
 @dataclass
 class _Member:
     index: int  # position in the pack
-    s: train_mod._Setup  # its own model, optimizer, generators and probe
+    s: train_mod.Setup  # its own model, optimizer, generators and probe
     run: train_mod.Run
     ended: bool = False
 
@@ -240,7 +240,7 @@ def _check(cfgs: list[TrainConfig]) -> None:
 
 
 def _train_epoch(fused: FusedCNN, live: list[_Member], epoch: int, steps: int,
-                 probe_every: int) -> dict[int, train_mod._Epoch]:
+                 probe_every: int) -> dict[int, train_mod.EpochPass]:
     """One pass of the pack; a member whose probed loss diverges leaves it for the rest of the epoch."""
     cfg, t0 = live[0].s.cfg, time.perf_counter()
     for m in live:
@@ -294,7 +294,7 @@ def _train_epoch(fused: FusedCNN, live: list[_Member], epoch: int, steps: int,
     sums, hits = loss_sum.tolist(), correct.tolist()
     done |= {m.index: (sums[k], hits[k]) for k, m in enumerate(active)}
     fused.count_steps(steps)
-    return {m.index: train_mod._Epoch(done[m.index][0] / steps, done[m.index][1] / (steps * cfg.batch_size),
+    return {m.index: train_mod.EpochPass(done[m.index][0] / steps, done[m.index][1] / (steps * cfg.batch_size),
                                       series.get(m.index), seconds) for m in live}
 
 

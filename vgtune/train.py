@@ -78,7 +78,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 @dataclass
-class _Setup:
+class Setup:
+    """One trial ready to train: what `setup` returns."""
+
     cfg: TrainConfig
     device: torch.device
     data: data_mod.TensorData
@@ -97,7 +99,7 @@ class _Setup:
         return contextlib.nullcontext()
 
 
-def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
+def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
     """Data on the device, a seeded and initialized model, its optimizer and probe.
 
     The probe counts saturated units with `thresholds.saturation_eps`.
@@ -123,7 +125,7 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> _Setup:
     gen, aug = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
     eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
     probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps, blocks=blocks)
-    return _Setup(cfg, device, data, model, opt, probe, gen, aug, eval_x, eval_y, predict_init(cfg, model, data))
+    return Setup(cfg, device, data, model, opt, probe, gen, aug, eval_x, eval_y, predict_init(cfg, model, data))
 
 
 def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
@@ -134,13 +136,13 @@ def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.Tensor
     return theory.predict(model, data.x_train[:256].cpu(), get_activation(cfg.activation), data.input_shape[1])
 
 
-def _loss(s: _Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with s.autocast():
         logits = s.model(x)
     return F.cross_entropy(logits.float(), y), logits
 
 
-def measure_init(s: _Setup, batches: int) -> list[dict[str, list[float]]]:
+def measure_init(s: Setup, batches: int) -> list[dict[str, list[float]]]:
     """Gradient-flow probes of `batches` batches before any update (weights untouched)."""
     records = []
     gen = torch.Generator().manual_seed(s.cfg.seed + 1)
@@ -155,7 +157,7 @@ def measure_init(s: _Setup, batches: int) -> list[dict[str, list[float]]]:
 
 
 @torch.no_grad()
-def evaluate(s: _Setup, batch_size: int = 1024) -> tuple[float, float]:
+def evaluate(s: Setup, batch_size: int = 1024) -> tuple[float, float]:
     """(val_acc, test_acc) in one pass over the concatenated splits."""
     s.model.eval()
     n_val = s.data.x_val.shape[0]
@@ -170,7 +172,7 @@ def evaluate(s: _Setup, batch_size: int = 1024) -> tuple[float, float]:
     return counts[0] / max(1, n_val), counts[1] / max(1, s.data.x_test.shape[0])
 
 
-def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
+def _state(s: Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
     # References to the live tensors, not copies (a deep copy of a 24-block model costs
     # more than saving it): serialize before training continues.
     return {
@@ -184,7 +186,7 @@ def _state(s: _Setup, result: TrialResult, epoch: int) -> dict[str, Any]:
     }
 
 
-def _restore(s: _Setup, state: dict[str, Any]) -> tuple[TrialResult, int]:
+def _restore(s: Setup, state: dict[str, Any]) -> tuple[TrialResult, int]:
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.generator.set_state(state["generator"])
@@ -227,7 +229,7 @@ def record_init(result: TrialResult, records: list[dict[str, list[float]]]) -> N
 
 
 @dataclass
-class _Epoch:
+class EpochPass:
     """What one pass over the training split produced."""
 
     train_loss: float  # mean over the steps (non-finite if it diverged)
@@ -246,8 +248,8 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
-def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
-                 init_records: list | None) -> _Epoch:
+def _train_epoch(s: Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
+                 init_records: list | None) -> EpochPass:
     """One pass; probes only on probed steps (the first step of a fresh run completes the init probe)."""
     cfg, t0 = s.cfg, time.perf_counter()
     for group in s.optimizer.param_groups:
@@ -283,10 +285,10 @@ def _train_epoch(s: _Setup, result: TrialResult, epoch: int, steps: int, probe_e
         if not math.isfinite(value) or value > cfg.diverge_loss:
             break
     train_loss = loss_sum.item() / steps
-    return _Epoch(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
+    return EpochPass(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
 
 
-def timed_evaluate(s: _Setup) -> tuple[float, float, float]:
+def timed_evaluate(s: Setup) -> tuple[float, float, float]:
     """(val_acc, test_acc, eval_seconds)."""
     t0 = time.perf_counter()
     val_acc, test_acc = evaluate(s)
@@ -304,7 +306,7 @@ class Run:
     init_records: list[dict[str, list[float]]] | None = None  # init probes awaiting the first training step
 
 
-def begin(s: _Setup, resume: dict[str, Any] | None, t0: float) -> Run:
+def begin(s: Setup, resume: dict[str, Any] | None, t0: float) -> Run:
     """A fresh run (with its extra init-probe batches) or one restored from `resume`; t0 = when set-up began.
 
     grad_attenuation_init averages init_probe_batches batches before the first
@@ -325,7 +327,7 @@ def begin(s: _Setup, resume: dict[str, Any] | None, t0: float) -> Run:
     return Run(result, start, totals, init_records=init_records)
 
 
-def record_epoch(s: _Setup, run: Run, epoch: int, ep: _Epoch, accs: tuple[float, float, float],
+def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[float, float, float],
                  thresholds: Thresholds) -> EpochReport:
     """Add one epoch (its pass `ep`, its evaluation `accs`) to the run; the report `on_epoch` gets."""
     cfg, result = s.cfg, run.result
@@ -393,6 +395,6 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
     return {"config": cfg.to_dict(), "summary": summary, "series": series}
 
 
-__all__ = ["TrainConfig", "TrialResult", "EpochReport", "Run", "train", "probe", "setup", "evaluate",
-           "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init", "lr_at",
-           "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
+__all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
+           "evaluate", "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
+           "lr_at", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
