@@ -47,7 +47,7 @@ def _plain_tune(folder: Path) -> tuple[float, float]:
 
     s = spec.parse(SPEC)
     ray = _init_ray()
-    items = [{"train": t, "meta": m} for t, m in zip(s.trials, s.meta)]
+    items = s.items
     tuner = tune.Tuner(_trainable(s), param_space={"trial": tune.grid_search(longest_first(items))},
                        tune_config=tune.TuneConfig(reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(folder), verbose=0))

@@ -174,6 +174,12 @@ CORPUS = {
     "init_scale 0": ("name: t\nparameters: {init_scale: [0]}\n", [],
                      "parameters.init_scale[0]: init_scale must be a number > 0"),
     "bad nuisance value": ("name: t\nnuisance: {lr: [-1]}\n", [], "nuisance.lr[0]: lr must be a number > 0"),
+    "pack not a size": ("name: t\npack: yes\n", [], "pack: must be off, auto or a number of trials per pack"),
+    "pack with asha": ("name: t\npack: 4\nscheduler: {type: asha}\n", [],
+                       "pack: scheduler asha pauses and stops trials one by one"),
+    "pack with nothing to pack": ("name: t\npack: 4\narch: resnet_cifar\nfixed: {depth: 8}\n", [],
+                                  "pack: 4: no trial of this spec can be packed"),
+    "bad --set pack": (GOOD, ["--set", "pack=-3"], "pack: must be off, auto or a number"),
     "bad --set": (GOOD, ["--set", "fixed.epochs"], "expected key.path=value"),
     "unknown --set key": (GOOD, ["--set", "epochz=3"], "--set epochz: unknown key 'epochz'"),
     "bad --set value": (GOOD, ["--set", "fixed.epochs=zero"], "fixed: epochs must be an integer >= 1"),
@@ -217,7 +223,7 @@ fields = st.sampled_from(list(spec_mod.TRAIN_KEYS) + ["bogus"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parameters=st.dictionaries(fields, values, max_size=3), fixed=st.dictionaries(fields, scalars, max_size=3),
        top=st.dictionaries(st.sampled_from(["samples", "seed", "max_failures", "metric", "mode", "resources",
-                                            "scheduler", "stop", "junk"]), values, max_size=2))
+                                            "scheduler", "stop", "pack", "junk"]), values, max_size=2))
 def test_any_spec_either_expands_or_raises_spec_error(parameters, fixed, top):
     raw = {"name": "p", "parameters": parameters, "fixed": fixed, **top}
     try:

@@ -74,7 +74,7 @@ def _pack_line(spec) -> str:
     from vgtune import pack
 
     slots = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
-    planned = pack.plan([{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)], spec.pack, slots)
+    planned = pack.plan(spec.items, spec.pack, slots)
     sizes = [len(p["members"]) for p in planned if "members" in p]
     alone = len(planned) - len(sizes)
     if not sizes:

@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vgtune import data as data_mod
 from vgtune import train as train_mod
 from vgtune.config import TrainConfig
 from vgtune.gradflow import Thresholds
@@ -244,15 +243,14 @@ def _train_epoch(fused: FusedCNN, live: list[_Member], epoch: int, steps: int,
     """One pass of the pack; a member whose probed loss diverges leaves it for the rest of the epoch."""
     cfg, t0 = live[0].s.cfg, time.perf_counter()
     for m in live:
-        for group in m.s.optimizer.param_groups:
-            group["lr"] = train_mod.lr_at(m.s.cfg, epoch)
+        train_mod.set_lr(m.s, epoch)
     active = list(live)
     device = live[0].s.device
     loss_sum = torch.zeros(len(active), device=device)
     correct = torch.zeros(len(active), device=device)
     done: dict[int, tuple[float, float]] = {}  # members that left: (loss sum, correct)
     series: dict[int, dict[str, list[float]]] = {}
-    streams = {m.index: s for m, s in zip(live, _streams(live))}
+    streams = {m.index: train_mod.epoch_batches(m.s) for m in live}
     for i in range(steps):
         step = (epoch - 1) * steps + i + 1
         batches = [next(streams[m.index]) for m in active]
@@ -310,17 +308,6 @@ def _read_probes(active: list[_Member], step: int, epoch: int, probe_every: int)
             series[m.index] = probed
             m.run.result.layers.append({"step": step, "epoch": epoch, "series": probed})
     return series
-
-
-def _streams(live: list[_Member]) -> list[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """Each member's batches for one epoch: its own order, its own augmentation."""
-    def stream(m: _Member) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for xb, yb in data_mod.train_batches(m.s.data.x_train, m.s.data.y_train, m.s.cfg.batch_size,
-                                             m.s.generator):
-            if m.s.cfg.augment == "crop_flip":
-                xb = data_mod.crop_flip(xb, m.s.augment_generator)
-            yield xb, yb
-    return [stream(m) for m in live]
 
 
 def train_pack(cfgs: list[TrainConfig],

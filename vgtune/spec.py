@@ -99,6 +99,11 @@ class SweepSpec:
         return [k for k in TRAIN_KEYS if len({repr(t[k]) for t in self.trials}) > 1]
 
     @property
+    def items(self) -> list[dict[str, Any]]:
+        """The trials as Tune's grid sees them (`vgtune.pack.plan` packs them): `{"train": ..., "meta": ...}`."""
+        return [{"train": t, "meta": m} for t, m in zip(self.trials, self.meta)]
+
+    @property
     def references(self) -> list[str]:
         """The user's `module:function` models and loaders the trials use."""
         from vgtune.usercode import is_reference

@@ -193,8 +193,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    items = pack.plan([{"train": t, "meta": m} for t, m in zip(spec.trials, spec.meta)], spec.pack,
-                      _concurrency(spec))
+    items = pack.plan(spec.items, spec.pack, _concurrency(spec))
     param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 

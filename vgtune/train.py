@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,20 +248,30 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
+def set_lr(s: Setup, epoch: int) -> None:
+    """The optimizer's learning rate for `epoch` (cfg.lr_schedule)."""
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr_at(s.cfg, epoch)
+
+
+def epoch_batches(s: Setup) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of the trial's training batches: its own order, augmented as cfg.augment says."""
+    for xb, yb in data_mod.train_batches(s.data.x_train, s.data.y_train, s.cfg.batch_size, s.generator):
+        if s.cfg.augment == "crop_flip":
+            xb = data_mod.crop_flip(xb, s.augment_generator)
+        yield xb, yb
+
+
 def _train_epoch(s: Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
                  init_records: list | None) -> EpochPass:
     """One pass; probes only on probed steps (the first step of a fresh run completes the init probe)."""
     cfg, t0 = s.cfg, time.perf_counter()
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, epoch)
+    set_lr(s, epoch)
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device)
     series = None
-    for i, (xb, yb) in enumerate(data_mod.train_batches(s.data.x_train, s.data.y_train, cfg.batch_size,
-                                                        s.generator)):
+    for i, (xb, yb) in enumerate(epoch_batches(s)):
         step = (epoch - 1) * steps + i + 1
-        if cfg.augment == "crop_flip":
-            xb = data_mod.crop_flip(xb, s.augment_generator)
         probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
         with s.probe.capture() if probing else contextlib.nullcontext():
             loss, logits = _loss(s, xb, yb)
@@ -397,4 +407,4 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
            "evaluate", "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
-           "lr_at", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
+           "lr_at", "set_lr", "epoch_batches", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]

@@ -67,18 +67,14 @@ def run_trial(config: dict[str, Any]) -> None:
     node = ray.get_runtime_context().get_node_id()
 
     def on_epoch(report: EpochReport) -> None:
-        metrics = epoch_metrics(report) | {"node": node}
-        if report.metrics["epoch"] % every and not report.final:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(report.state(), Path(d) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        due = report.final or report.metrics["epoch"] % every == 0
+        _checkpointed(epoch_metrics(report) | {"node": node}, report.state() if due else None)
 
     train(cfg, on_epoch=on_epoch, resume=_load_state(tune.get_checkpoint()), thresholds=thresholds)
 
 
 def _checkpointed(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """One `tune.report`, with a checkpoint of `state` unless it is None."""
     if state is None:
         tune.report(metrics)
         return
@@ -120,8 +116,7 @@ def run_pack(config: dict[str, Any]) -> None:
                   "members": rows, "summary": summary, "node": node}
         if scores:
             result[metric] = max(scores) if mode == "max" else min(scores)
-        epoch = result["epoch"]
-        due = ended or epoch % every == 0
+        due = ended or result["epoch"] % every == 0
         stopped.update(stops)
         _checkpointed(result, {"members": [_member_state(k) for k in range(len(members))],
                                "summary": summary} if due else None)
