@@ -37,13 +37,6 @@ def test_untuned_sweeps_select_every_trial():
     assert fair.select(df)["selected"].all()
 
 
-@pytest.mark.parametrize("low,high,expected", [(0.1, 0.3, "helps"), (-0.3, -0.01, "hurts"),
-                                               (-0.1, 0.2, "inconclusive"), (float("nan"), float("nan"),
-                                                                            "inconclusive")])
-def test_verdict_rule(low, high, expected):
-    assert ranking.verdict(low, high) == expected
-
-
 def test_an_effect_whose_interval_crosses_zero_is_inconclusive():
     rows = []
     for seed, (plain, bn) in enumerate([(0.5, 0.7), (0.6, 0.5), (0.5, 0.65), (0.55, 0.5)]):
@@ -80,14 +73,34 @@ def test_a_variant_that_sets_two_keys_is_one_mitigation():
     assert eff["mitigation"].tolist() == ["optimizer=adam,weight_decay=0.0001"] and eff.loc[0, "seeds"] == 2
 
 
-def test_remedies_say_what_each_mitigation_restores():
-    eff = pd.DataFrame([
-        {"mitigation": "norm=batch", "depth": 24, "delta_attenuation": 5.0, "rescued": 3, "unhealthy_baselines": 3,
-         "delta_test_acc": 0.6, "verdict": "helps"},
-        {"mitigation": "dropout=0.2", "depth": 24, "delta_attenuation": 0.1, "rescued": 0, "unhealthy_baselines": 3,
-         "delta_test_acc": -0.01, "verdict": "inconclusive"},
-        {"mitigation": "pool=max", "depth": 24, "delta_attenuation": 2.0, "rescued": 0, "unhealthy_baselines": 3,
-         "delta_test_acc": 0.0, "verdict": "inconclusive"}])
-    answers = dict(zip(fair.remedies(eff)["mitigation"], fair.remedies(eff)["restores"]))
-    assert answers == {"norm=batch": "gradient flow and accuracy", "dropout=0.2": "neither",
-                       "pool=max": "gradient flow only"}
+def _effect_row(mitigation, healthy, unhealthy_baselines, verdict, n=3, diverged=0):
+    return {"mitigation": mitigation, "depth": 24, "n": n, "paired": True, "healthy": healthy,
+            "unhealthy_baselines": unhealthy_baselines, "diverged": diverged, "delta_attenuation": 1.0,
+            "delta_test_acc": 0.1, "verdict": verdict}
+
+
+def test_remedies_restore_gradient_flow_only_when_every_mitigated_seed_ends_healthy():
+    eff = pd.DataFrame([_effect_row("norm=batch", 3, 3, "helps"), _effect_row("dropout=0.2", 0, 3, "inconclusive"),
+                        _effect_row("pool=max", 3, 3, "inconclusive"), _effect_row("init=kaiming", 2, 3, "helps"),
+                        _effect_row("residual=standard", 0, 3, "inconclusive", diverged=3),
+                        _effect_row("optimizer=adam", 3, 0, "helps")])
+    table = fair.remedies(eff)
+    assert dict(zip(table["mitigation"], table["restores"])) == {
+        "norm=batch": "gradient flow and accuracy", "dropout=0.2": "neither", "pool=max": "gradient flow only",
+        "init=kaiming": "accuracy only", "residual=standard": "neither",
+        "optimizer=adam": "accuracy (gradients were healthy)"}
+    assert table.set_index("mitigation").loc["residual=standard", "diverged"] == "3 of 3"
+
+
+def test_a_chosen_setting_on_the_edge_of_a_grid_of_three_is_flagged():
+    rows = [_trial(arm, norm, lr, seed, val=val, test=0.5)
+            for arm, norm, best in (("p", "none", 0.01), ("b", "batch", 0.1)) for lr in (0.001, 0.01, 0.1)
+            for seed in range(2) for val in [0.9 if lr == best else 0.5]]
+    edges = fair.edges(fair.select(pd.DataFrame(rows)), ["lr"])
+    assert edges[["arm", "chosen", "edge"]].values.tolist() == [["b", 0.1, "highest"]]
+    assert "norm=batch" in edges["label"].iloc[0]
+
+
+def test_a_grid_of_two_has_no_edge_to_flag():
+    rows = [_trial("b", "batch", lr, 0, val=0.9 if lr == 0.1 else 0.5, test=0.5) for lr in (0.01, 0.1)]
+    assert fair.edges(fair.select(pd.DataFrame(rows)), ["lr"]).empty

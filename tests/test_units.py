@@ -8,7 +8,6 @@ import pytest
 
 from vgtune import config
 from vgtune.config import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
-from vgtune.ranking import bootstrap_interval, bootstrap_interval_unpaired
 from vgtune.runs import dedupe
 from vgtune.stopper import GradientCollapseStopper
 
@@ -97,28 +96,3 @@ def test_dedupe_merges_one_configuration_newest_finished_wins():
     assert len(kept) == 1 and kept["test_acc"].item() == 0.9
 
 
-# ----------------------------------------------------------------- bootstrap
-
-def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_pairs():
-    rng = np.random.default_rng(1)
-    small, large = rng.normal(0.3, 0.1, 8), rng.normal(0.3, 0.1, 200)
-    lo_s, hi_s = bootstrap_interval(small)
-    lo_l, hi_l = bootstrap_interval(large)
-    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
-    assert hi_l - lo_l < hi_s - lo_s
-
-
-def test_bootstrap_interval_of_a_sign_flipping_effect_crosses_zero():
-    lo, hi = bootstrap_interval(np.array([0.2, -0.2, 0.25, -0.15, 0.1, -0.1]))
-    assert lo < 0 < hi
-
-
-def test_bootstrap_interval_needs_two_pairs():
-    assert all(math.isnan(v) for v in bootstrap_interval(np.array([0.4])))
-    assert all(math.isnan(v) for v in bootstrap_interval_unpaired(np.array([1.0, 2.0]), np.array([0.5])))
-
-
-def test_unpaired_interval_covers_the_difference_of_means():
-    a, b = np.array([0.8, 0.9, 0.85, 0.95]), np.array([0.1, 0.2, 0.15])
-    lo, hi = bootstrap_interval_unpaired(a, b)
-    assert lo <= a.mean() - b.mean() <= hi and lo > 0.5

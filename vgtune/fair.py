@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from vgtune import ranking
+from vgtune.config import STATUSES
 
 SELECTION_METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data
 
@@ -38,7 +39,7 @@ def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.D
                          f"valid: {', '.join(SELECTION_METRICS)}")
     if not tuned(df):
         return df.assign(selected=True)
-    done = ranking.scored(df)
+    done = df[df["status"].isin(STATUSES[:3])]  # finished: completed, diverged (chance score) or stopped
     scores = _scores(done, metric, mode)
     best = scores.groupby(level="arm").idxmax() if mode == "max" else scores.groupby(level="arm").idxmin()
     chosen = {arm: setting for arm, (_, setting) in best.items()}
@@ -65,11 +66,19 @@ def compare(fixed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     return both.sort_values([*cells, "rank_tuned", "mitigation"]).reset_index(drop=True)
 
 
-def remedies(eff: pd.DataFrame, decades: float = 1.0) -> pd.DataFrame:
+FLOW = {(True, "helps"): "gradient flow and accuracy", (True, "hurts"): "gradient flow, but hurts accuracy",
+        (True, "inconclusive"): "gradient flow only", (False, "helps"): "accuracy only",
+        (False, "hurts"): "neither; hurts accuracy", (False, "inconclusive"): "neither"}
+HEALTHY_ALREADY = {"helps": "accuracy (gradients were healthy)", "hurts": "hurts accuracy (gradients were healthy)",
+                   "inconclusive": "nothing to restore"}
+
+
+def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     """At the deepest depth: does each mitigation restore gradient flow, accuracy, both or neither?
 
-    Gradient flow counts as restored when the final attenuation moves `decades` or more
-    toward 0 or an unhealthy baseline turns healthy; accuracy by the verdict.
+    Gradient flow counts as restored when some baseline seeds end unhealthy and every mitigated
+    seed ends in the healthy band (diagnosis `healthy`, so neither vanishing nor exploding nor
+    diverged); accuracy by the verdict.
     """
     if eff.empty:
         return pd.DataFrame()
@@ -77,12 +86,45 @@ def remedies(eff: pd.DataFrame, decades: float = 1.0) -> pd.DataFrame:
     cells = ranking.cell_columns(eff)
     rows = []
     for _, r in deep.iterrows():
-        flow = (r["delta_attenuation"] >= decades) or (r["rescued"] > 0)
-        answer = {(True, "helps"): "gradient flow and accuracy", (True, "hurts"): "gradient flow, but hurts accuracy",
-                  (False, "helps"): "accuracy only", (False, "hurts"): "neither; hurts accuracy"}.get(
-                      (bool(flow), r["verdict"]), "gradient flow only" if flow else "neither")
+        n, healthy, unhealthy = int(r["n"]), int(r["healthy"]), int(r["unhealthy_baselines"])
+        answer = (HEALTHY_ALREADY[r["verdict"]] if unhealthy == 0
+                  else FLOW[(healthy == n, r["verdict"])])
         rows.append({"mitigation": r["mitigation"], "depth": r["depth"], **{c: r[c] for c in cells},
-                     "delta_attenuation": r["delta_attenuation"],
-                     "healthy": f"{int(r['rescued'])} of {int(r['unhealthy_baselines'])}",
-                     "delta_test_acc": r["delta_test_acc"], "verdict": r["verdict"], "restores": answer})
+                     "delta_attenuation": r["delta_attenuation"], "healthy": f"{healthy} of {n}",
+                     "healthy_baseline": f"{int(r['n']) - unhealthy} of {n}" if r["paired"] else "",
+                     "diverged": f"{int(r['diverged'])} of {n}", "delta_test_acc": r["delta_test_acc"],
+                     "verdict": r["verdict"], "restores": answer})
     return pd.DataFrame(rows)
+
+
+def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of a grid of 3 or more:
+    the optimum may lie outside the grid (the Tuning Playbook: extend it)."""
+    if not tuned(df) or "selected" not in df.columns:
+        return pd.DataFrame(columns=["arm", "label", "option", "chosen", "edge", "tried"])
+    label = arm_labels(df, nuisance)
+    rows = []
+    for arm, g in df.groupby("arm"):
+        chosen = g[g["selected"]]
+        for key in nuisance:
+            tried = sorted(v for v in pd.unique(g[key]) if isinstance(v, (int, float)))
+            if len(tried) < 3 or chosen.empty:
+                continue
+            value = chosen[key].iloc[0]
+            if value in (tried[0], tried[-1]):
+                rows.append({"arm": arm, "label": label[arm], "option": key, "chosen": value,
+                             "edge": "lowest" if value == tried[0] else "highest",
+                             "tried": ", ".join(f"{v:g}" for v in tried)})
+    return pd.DataFrame(rows, columns=["arm", "label", "option", "chosen", "edge", "tried"])
+
+
+def arm_labels(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """arm -> its depth, activation and every scientific factor it sets away from the plain baseline."""
+    base = ranking.baseline(ranking.scored(df)) if not ranking.scored(df).empty else {}
+    config = ranking.scientific(df, nuisance)
+    out = {}
+    for arm, row in df.drop_duplicates("arm").set_index("arm").iterrows():
+        parts = [f"{c}={row[c]}" for c in config
+                 if c in ("depth", "activation") or (c in base and row[c] != base[c])]
+        out[arm] = " ".join(parts) or str(arm)
+    return out

@@ -9,11 +9,15 @@ final gradient attenuation) between trials with the change and baseline trials
 of the same cell, paired by seed, so the interval comes from seeds, not from
 pooling unlike configurations (a difference of group means where nothing
 pairs). Nuisance options (a tuned learning rate) are not part of the cell: each
-side runs at its own chosen setting. The 95% interval is a percentile bootstrap
-over the pairs (`scipy.stats.bootstrap`); the verdict is `helps` or `hurts` when
-it excludes 0, else `inconclusive`. With two seeds that interval is just the
-range of the two paired differences: take verdicts from three or more seeds
-(`repeats: 3`) where they matter. Mitigations are ranked within each cell.
+side runs at its own chosen setting. The interval is a Student-t interval of
+the mean paired difference, adjusted with every other comparison of the report
+(Holm by default, `correction:`; see `vgtune.stats`): the verdict is `helps`
+or `hurts` when the adjusted p is below 0.05 (the interval then excludes 0),
+else `inconclusive`; `mde` is the effect these seeds could resolve. A diverged
+trial scores the chance rate (its test split's majority-class share), never its
+broken network's output, and no trial scores below that rate (two failures do
+not differ). Mitigations are ranked within each cell by their effect
+on validation accuracy, so test data chooses nothing.
 
 Accuracy that falls with depth while gradients stay healthy is degradation
 (He et al. 2016), not vanishing; `depth_trends` tells the two apart.
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from vgtune import stats as st
 from vgtune.config import FACTORS
 
 MITIGATION_FACTORS = ("init", "norm", "residual", "activation", "pool", "dropout", "weight_decay", "optimizer")
@@ -34,15 +39,24 @@ BASELINE = {"init": "default", "norm": "none", "residual": "none", "pool": "none
             "weight_decay": 0.0, "optimizer": "sgd"}
 ACTIVATION_BASELINES = ("sigmoid", "tanh", "relu")
 EFFECT_COLUMNS = ["mitigation", "factor", "value", "depth", "n", "seeds", "paired", "nuisance", "baseline_acc",
-                  "mitigated_acc", "delta_test_acc", "ci_low", "ci_high", "verdict", "delta_attenuation", "rescued",
+                  "mitigated_acc", "delta_test_acc", "ci_low", "ci_high", "p_adjusted", "mde", "verdict",
+                  "delta_val_acc", "diverged", "diverged_baseline", "delta_attenuation", "healthy", "rescued",
                   "unhealthy_baselines", "transitions", "rank"]
-BOOTSTRAP = 2000
 DEGRADATION_DROP = 0.10  # accuracy lost from the shallowest to the deepest depth that counts as a drop
 
 
 def scored(df: pd.DataFrame) -> pd.DataFrame:
     """Trials that have an accuracy to compare (finished, not errored)."""
     return df[df["status"].isin(["completed", "diverged", "stopped"]) & df["test_acc"].notna()]
+
+
+def at_least_chance(df: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracies floored at the chance rate (`chance_acc`, the test split's majority-class share): a
+    network worse than always giving the commonest answer has failed like a diverged one, and two failures
+    differ by nothing a verdict should report."""
+    if "chance_acc" not in df.columns:
+        return df
+    return df.assign(test_acc=df["test_acc"].clip(lower=df["chance_acc"].fillna(0.0)))
 
 
 def varying(df: pd.DataFrame, columns) -> list[str]:
@@ -78,34 +92,6 @@ def baseline(df: pd.DataFrame) -> dict[str, object]:
     return base
 
 
-def verdict(low: float, high: float) -> str:
-    """`helps` / `hurts` when the 95% interval excludes 0, else `inconclusive` (also without an interval)."""
-    if low > 0:
-        return "helps"
-    if high < 0:
-        return "hurts"
-    return "inconclusive"
-
-
-def bootstrap_interval(diffs: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of paired differences; NaN below two pairs."""
-    if len(diffs) < 2:
-        return float("nan"), float("nan")
-    res = stats.bootstrap((diffs,), np.mean, n_resamples=BOOTSTRAP, method="percentile", confidence_level=0.95,
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def bootstrap_interval_unpaired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of mean(a) - mean(b), resampling each group on its own."""
-    if len(a) < 2 or len(b) < 2:
-        return float("nan"), float("nan")
-    res = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
-                          n_resamples=BOOTSTRAP, method="percentile", confidence_level=0.95,
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def _mean_change(after: pd.Series, before: pd.Series) -> float:
     """Mean of after - before over the pairs where it is defined (+-inf: a gradient from or to zero)."""
     diff = (after.to_numpy(dtype=float) - before.to_numpy(dtype=float))
@@ -134,15 +120,16 @@ def _groups(df: pd.DataFrame, factor: str, base: dict, skip: set[str]) -> tuple[
     return sub[sub[factor] != base[factor]], sub[sub[factor] == base[factor]], ["depth"] + cells
 
 
-def effects(df: pd.DataFrame, seed: int = 0, nuisance: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
-    """One row per (mitigation, cell): accuracy and attenuation effects against the baseline, ranked per cell.
+def effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = (), correction: str = "holm") -> pd.DataFrame:
+    """One row per (mitigation, cell): accuracy and attenuation effects against the baseline, ranked per cell
+    by the validation effect; intervals and verdicts adjusted over all rows (`correction`, `vgtune.stats`).
 
     `nuisance`: options tuned per arm, so not matched between the two sides.
     """
-    df = scored(df)
+    df = at_least_chance(scored(df))
     base = baseline(df)
     skip = set(nuisance) | {"seed"}
-    rows = []
+    rows, tests = [], []
     for factor in base:
         changed, plain, cells = _groups(df, factor, base, skip)
         for keys, mit in changed.groupby([factor] + cells, sort=True, dropna=False):
@@ -150,50 +137,67 @@ def effects(df: pd.DataFrame, seed: int = 0, nuisance: tuple[str, ...] | list[st
             ref = plain
             for c, v in cell.items():
                 ref = ref[ref[c].map(str) == str(v)]
-            rows.append(_effect(factor, keys[0], cell, mit, ref, seed))
+            row, test = _effect(factor, keys[0], cell, mit, ref)
+            rows.append(row)
+            tests.append(test)
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
+    out = _judge(out, tests, correction)
     cell_cols = [c for c in out.columns if c not in EFFECT_COLUMNS]
     out = out[EFFECT_COLUMNS[:4] + cell_cols + EFFECT_COLUMNS[4:-1]]
     group = out[["depth"] + cell_cols].map(str).agg("|".join, axis=1)
-    out["rank"] = out.groupby(group)["delta_test_acc"].rank(ascending=False, method="min")
+    out["rank"] = out.groupby(group)["delta_val_acc"].rank(ascending=False, method="min")
     return out.sort_values(["depth", *cell_cols, "rank", "mitigation"], na_position="last").reset_index(drop=True)
 
 
-def _effect(factor, value, cell: dict, mit: pd.DataFrame, ref: pd.DataFrame, seed: int) -> dict:
+def _judge(out: pd.DataFrame, tests: list[st.Test], correction: str) -> pd.DataFrame:
+    """Adjusted p, interval, detectable effect and verdict of every row, as one family."""
+    p_adjusted, levels = st.adjust(np.array([t.p_value() for t in tests]), correction)
+    intervals = [t.interval(a) if not np.isnan(a) else (np.nan, np.nan) for t, a in zip(tests, levels)]
+    return out.assign(ci_low=[lo for lo, _ in intervals], ci_high=[hi for _, hi in intervals], p_adjusted=p_adjusted,
+                      mde=[t.mde(a) if not np.isnan(a) else np.nan for t, a in zip(tests, levels)],
+                      verdict=[st.verdict(p, m) for p, m in zip(p_adjusted, out["delta_test_acc"])])
+
+
+def _pairs(mit: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    """Mitigated and baseline trials side by side by seed (`*_base` columns); empty where nothing pairs."""
+    if len(mit) == 1 and len(ref) == 1:
+        return mit.merge(ref, how="cross", suffixes=("", "_base"))
+    if "seed" in mit.columns and not ref.empty:
+        pairs = mit.merge(ref, on="seed", suffixes=("", "_base"))
+        return pairs if not pairs.duplicated("seed").any() else pairs.iloc[0:0]  # several per seed: not pairs
+    return mit.iloc[0:0]
+
+
+def _effect(factor, value, cell: dict, mit: pd.DataFrame, ref: pd.DataFrame) -> tuple[dict, st.Test]:
     label = value if factor == "variant" else f"{factor}={value}"
     chosen = "; ".join(sorted({str(v) for v in mit.get("nuisance", pd.Series(dtype=str)).dropna() if v}))
     row = {"mitigation": label, "factor": factor, "value": value, **cell, "nuisance": chosen}
-    if len(mit) == 1 and len(ref) == 1:
-        pairs = mit.merge(ref, how="cross", suffixes=("", "_base"))
-    elif "seed" in mit.columns and not ref.empty:
-        pairs = mit.merge(ref, on="seed", suffixes=("", "_base"))
-        pairs = pairs if not pairs.duplicated("seed").any() else pairs.iloc[0:0]  # several per seed: not pairs
-    else:
-        pairs = mit.iloc[0:0]
+    pairs = _pairs(mit, ref)
     if len(pairs):
-        diffs = (pairs["test_acc"] - pairs["test_acc_base"]).to_numpy()
-        low, high = bootstrap_interval(diffs, seed)
+        diffs = (pairs["test_acc"] - pairs["test_acc_base"]).to_numpy(dtype=float)
+        test = st.Test(diffs=diffs)
         rescued, moves = _transitions(pairs["diagnosis_base"], pairs["diagnosis"])
-        row.update(n=len(pairs), seeds=len(pairs), paired=True, baseline_acc=pairs["test_acc_base"].mean(),
-                   mitigated_acc=pairs["test_acc"].mean(), delta_test_acc=diffs.mean(), ci_low=low, ci_high=high,
+        mit, ref = pairs, pairs.rename(columns=lambda c: c[:-5] if c.endswith("_base") else c + "_mit")
+        row.update(n=len(pairs), seeds=len(pairs), paired=True, delta_test_acc=diffs.mean(),
+                   delta_val_acc=(pairs["val_acc"] - pairs["val_acc_base"]).mean(),
                    delta_attenuation=_mean_change(pairs["grad_attenuation_final"],
                                                   pairs["grad_attenuation_final_base"]),
-                   rescued=rescued, unhealthy_baselines=int((pairs["diagnosis_base"] != "healthy").sum()),
-                   transitions=moves)
+                   rescued=rescued, transitions=moves)
     else:  # nothing pairs (sampled options, several trials per seed): compare group means
-        a, b = mit["test_acc"].to_numpy(), ref["test_acc"].to_numpy()
-        low, high = bootstrap_interval_unpaired(a, b, seed)
-        row.update(n=len(a), seeds=int(mit["seed"].nunique()) if "seed" in mit else len(a), paired=False,
-                   baseline_acc=b.mean() if len(b) else float("nan"), mitigated_acc=a.mean(),
-                   delta_test_acc=a.mean() - b.mean() if len(b) else float("nan"), ci_low=low, ci_high=high,
+        test = st.Test(a=mit["test_acc"].to_numpy(dtype=float), b=ref["test_acc"].to_numpy(dtype=float))
+        row.update(n=len(mit), seeds=int(mit["seed"].nunique()) if "seed" in mit else len(mit), paired=False,
+                   delta_test_acc=mit["test_acc"].mean() - ref["test_acc"].mean() if len(ref) else np.nan,
+                   delta_val_acc=mit["val_acc"].mean() - ref["val_acc"].mean() if len(ref) else np.nan,
                    delta_attenuation=(_finite_mean(mit["grad_attenuation_final"])
                                       - _finite_mean(ref["grad_attenuation_final"])),
-                   rescued=int((mit["diagnosis"] == "healthy").sum()),
-                   unhealthy_baselines=int((ref["diagnosis"] != "healthy").sum()), transitions="")
-    row["verdict"] = verdict(row["ci_low"], row["ci_high"])
-    return row
+                   rescued=int((mit["diagnosis"] == "healthy").sum()), transitions="")
+    row.update(baseline_acc=ref["test_acc"].mean() if len(ref) else np.nan, mitigated_acc=mit["test_acc"].mean(),
+               diverged=int((mit["status"] == "diverged").sum()), diverged_baseline=int((ref["status"] == "diverged").sum()),
+               healthy=int((mit["diagnosis"] == "healthy").sum()),
+               unhealthy_baselines=int((ref["diagnosis"] != "healthy").sum()))
+    return row, test
 
 
 def _finite_mean(values: pd.Series) -> float:
@@ -222,16 +226,22 @@ def ranking(eff: pd.DataFrame) -> pd.DataFrame:
     wide = keyed.pivot_table(index=["mitigation", *cells], columns="depth", values="delta_test_acc")
     wide.columns = [f"delta_acc_d{d}" for d in wide.columns]
     cols = ["rank", "n", "seeds", "nuisance", "baseline_acc", "mitigated_acc", "delta_test_acc", "ci_low", "ci_high",
-            "verdict", "delta_attenuation", "rescued", "unhealthy_baselines", "transitions"]
+            "p_adjusted", "mde", "verdict", "delta_val_acc", "diverged", "diverged_baseline", "delta_attenuation",
+            "healthy", "rescued", "unhealthy_baselines", "transitions"]
     out = top.set_index(["mitigation", *cells])[cols].join(wide).reset_index()
     return out.sort_values([*cells, "rank", "mitigation"]).reset_index(drop=True)
 
 
-def main_effects(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean outcome per value of each varying factor, over every other factor."""
+def scientific(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The factors that vary in `df`, less the seed and the nuisance options: what a table may group by."""
+    return [c for c in varying(df, FACTORS) if c != "seed" and c not in nuisance]
+
+
+def main_effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """Mean outcome per value of each varying scientific factor, over every other factor."""
     df = scored(df)
     rows = []
-    for f in varying(df, FACTORS):
+    for f in scientific(df, nuisance):
         for value, g in df.groupby(f):
             rows.append({"factor": f, "value": value, "n": len(g), "test_acc": g["test_acc"].mean(),
                          "grad_attenuation_init": g["grad_attenuation_init"].mean(),
@@ -240,21 +250,29 @@ def main_effects(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_per_depth(df: pd.DataFrame) -> pd.DataFrame:
+def best_per_depth(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """Per depth, the configuration with the best mean validation accuracy over its seeds, with its test accuracy."""
     df = scored(df)
-    cols = ["depth"] + [c for c in varying(df, FACTORS) if c != "depth"]
-    best = df.sort_values("test_acc").groupby("depth").tail(1).sort_values("depth")
-    return best[cols + ["test_acc", "grad_attenuation_final", "diagnosis"]].reset_index(drop=True)
+    config = [c for c in scientific(df, nuisance) if c != "depth"]
+    keys = df[config].astype(str).agg("|".join, axis=1) if config else pd.Series("", index=df.index)
+    rows = []
+    for depth, g in df.groupby("depth"):
+        best = g[keys[g.index] == g.groupby(keys[g.index])["val_acc"].mean().idxmax()]
+        rows.append({"depth": depth, **best.iloc[0][config].to_dict(), "seeds": len(best),
+                     "val_acc": best["val_acc"].mean(), "test_acc": best["test_acc"].mean(),
+                     "grad_attenuation_final": _finite_mean(best["grad_attenuation_final"]),
+                     "diagnosis": best["diagnosis"].mode().iloc[0]})
+    return pd.DataFrame(rows)
 
 
-def depth_trends(df: pd.DataFrame) -> pd.DataFrame:
+def depth_trends(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Configurations whose accuracy drops with depth, and whether gradients explain it.
 
     verdict: `vanishing` (deep trials' gradients vanished), `degradation` (accuracy
     fell while gradients stayed healthy), or the deep trials' other diagnosis.
     """
     df = scored(df)
-    config = [c for c in varying(df, FACTORS) if c not in ("depth", "seed")]
+    config = [c for c in scientific(df, nuisance) if c != "depth"]
     if df["depth"].nunique() < 2:
         return pd.DataFrame()
     rows = []

@@ -1,0 +1,130 @@
+"""The statistics behind a verdict: Student-t intervals, multiple-comparison adjustment, detectable effects.
+
+A report states one verdict per comparison (a mitigation against its baseline in
+one cell). Each comparison's mean difference gets a Student-t test (paired by
+seed: `scipy.stats.ttest_1samp` of the differences, which is `ttest_rel`; Welch's
+`ttest_ind` where nothing pairs), valid from two seeds and honestly wide with
+few. The family of comparisons one report states is then adjusted together
+(`statsmodels.stats.multitest.multipletests`): Holm (1979) by default, which
+keeps the chance of any wrong helps/hurts in the report at `ALPHA`; `bh`
+(Benjamini-Hochberg) keeps the expected share of wrong ones instead; `none`
+adjusts nothing.
+
+Each interval is drawn at the level its comparison was tested at, so it
+excludes 0 exactly when the verdict is helps/hurts: for Holm, step k of the
+step-down tests at ALPHA/(m-k+1) and the comparisons after the first it keeps
+are drawn at the level of that step; for BH, the rejected ones at
+k*·ALPHA/m (Benjamini & Yekutieli 2005) and the others at (k*+1)·ALPHA/m.
+
+`mde` is the smallest true effect the comparison would call with 80% power at
+its level and its observed spread (`statsmodels`' t-test power).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+
+ALPHA = 0.05  # family-wise error rate (holm) or false-discovery rate (bh) of a report's verdicts
+POWER = 0.8  # the power at which `mde` is the detectable effect
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "none": None}  # spec name -> multipletests method
+
+
+@dataclass
+class Test:
+    """One comparison's data: paired differences, or two unpaired groups (mitigated, baseline)."""
+
+    diffs: np.ndarray | None = None  # paired by seed: mitigated - baseline
+    a: np.ndarray | None = None  # unpaired: mitigated
+    b: np.ndarray | None = None  # unpaired: baseline
+
+    @property
+    def paired(self) -> bool:
+        return self.diffs is not None
+
+    @property
+    def testable(self) -> bool:
+        """Two or more values on each side, with some spread (identical differences say nothing of noise)."""
+        if self.paired:
+            return len(self.diffs) >= 2 and np.ptp(self.diffs) > 0
+        return len(self.a) >= 2 and len(self.b) >= 2 and (np.ptp(self.a) > 0 or np.ptp(self.b) > 0)
+
+    def _result(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if self.paired:
+                return stats.ttest_1samp(self.diffs, 0.0)
+            return stats.ttest_ind(self.a, self.b, equal_var=False)
+
+    def p_value(self) -> float:
+        """Two-sided p of a zero mean difference; NaN where untestable."""
+        return float(self._result().pvalue) if self.testable else math.nan
+
+    def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
+        """The (1 - alpha) Student-t interval of the mean difference; NaN where untestable."""
+        if not self.testable:
+            return math.nan, math.nan
+        ci = self._result().confidence_interval(confidence_level=1 - alpha)
+        return float(ci.low), float(ci.high)
+
+    def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
+        """The smallest true mean difference this many seeds at this spread would call with `power`."""
+        if not self.testable:
+            return math.nan
+        if self.paired:
+            n, sd = len(self.diffs), float(np.std(self.diffs, ddof=1))
+            d = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided")
+            return float(d * sd)
+        sd = math.sqrt((np.var(self.a, ddof=1) + np.var(self.b, ddof=1)) / 2)
+        d = TTestIndPower().solve_power(nobs1=len(self.a), ratio=len(self.b) / len(self.a), alpha=alpha,
+                                        power=power, alternative="two-sided")
+        return float(d * sd)
+
+
+def adjust(p: np.ndarray, correction: str = "holm", alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """(adjusted p, the level each interval is drawn at) for a family of p-values; NaNs stay out of it."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; valid: {', '.join(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    adjusted, levels = np.full_like(p, np.nan), np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return adjusted, levels
+    method = CORRECTIONS[correction]
+    if method is None:
+        adjusted[ok], levels[ok] = p[ok], alpha
+        return adjusted, levels
+    adjusted[ok] = multipletests(p[ok], alpha=alpha, method=method)[1]
+    levels[ok] = _levels(p[ok], alpha, correction)
+    return adjusted, levels
+
+
+def _levels(p: np.ndarray, alpha: float, correction: str) -> np.ndarray:
+    """Per comparison, the level its test ran at (see the module docstring): consistent with the verdict."""
+    m, order = len(p), np.argsort(p, kind="stable")
+    ranked = p[order]
+    out = np.empty(m)
+    if correction == "holm":
+        steps = alpha / (m - np.arange(m))  # step k (0-based) tests at alpha / (m - k)
+        kept = np.nonzero(ranked > steps)[0]
+        stop = kept[0] if len(kept) else m
+        out[order] = np.where(np.arange(m) < stop, steps, steps[min(stop, m - 1)])
+        return out
+    below = np.nonzero(ranked <= alpha * np.arange(1, m + 1) / m)[0]  # BH: k* = the largest such rank
+    k = below[-1] + 1 if len(below) else 0
+    out[order] = np.where(np.arange(m) < k, k * alpha / m, min(1.0, (k + 1) * alpha / m))
+    return out
+
+
+def verdict(p_adjusted: float, mean: float, alpha: float = ALPHA) -> str:
+    """`helps` / `hurts` when the adjusted p is below alpha (by the sign of the mean), else `inconclusive`."""
+    if math.isnan(p_adjusted) or p_adjusted >= alpha:
+        return "inconclusive"
+    return "helps" if mean > 0 else "hurts"
