@@ -15,7 +15,8 @@ Trials-table columns (`trials.csv`), in this order:
   mlflow_run_id` (`RESULTS`);
 - the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
   (`THEORY`, see `vgtune.theory`);
-- `arm, nuisance, selected, variant` (`ARM_COLUMNS`, see `vgtune.fair`);
+- `arm, nuisance, selected, variant, stage` (`ARM_COLUMNS`, see `vgtune.fair`),
+  `chance_acc` (the score a diverged trial gets);
 - every other `TrainConfig` field, in declaration order.
 """
 
@@ -34,6 +35,7 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
 AUGMENTS = ("none", "crop_flip")  # crop_flip: 4-pixel padded random crops and horizontal flips
 STATUSES = ("completed", "diverged", "stopped", "error")
+SPLITS = ("fixed", "per_seed")  # per_seed: each seed draws its own train/validation split (the test split is fixed)
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -62,7 +64,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (coupled, as in torch.optim)
     epochs: int = 6  # passes over the training split
     batch_size: int = 64  # examples per step
-    seed: int = 0  # weights, batch order and dropout; equal seeds repeat bit for bit on CPU
+    seed: int = 0  # weights, batch order, dropout (and with split per_seed the train/val split); CPU repeats it
     # data
     dataset: str = "digits"  # see vgtune.data.DATASETS, or a user loader "module:function"
     data_root: str | None = None  # where torchvision / imagefolder data lives
@@ -71,6 +73,7 @@ class TrainConfig:
     limit: int | None = None  # cap on training examples
     augment: str = "none"  # none | crop_flip (training batches: random 4-pixel-padded crops, horizontal flips)
     split_seed: int = 0  # train/val/test split seed, shared by all trials
+    split: str = "fixed"  # fixed: one train/val split for all trials | per_seed: `seed` draws it (test stays fixed)
     data_max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors
     # probes and safety
     probes: bool = True  # gradient-flow probes (off only to measure their cost)
@@ -109,6 +112,7 @@ class TrainConfig:
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         checks.choice("augment", self.augment, AUGMENTS)
+        checks.choice("split", self.split, SPLITS)
         checks.number("lr", self.lr, 0, low_open=True)
         checks.number("init_scale", self.init_scale, 0, low_open=True)
         checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
@@ -139,7 +143,8 @@ RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_att
 THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
 # Fair comparisons (vgtune.fair): the trial's arm (a stable id of its scientific factors), its nuisance
 # setting (`lr=0.02`) and spec variant; `selected` marks the rows of each arm's chosen setting.
-ARM_COLUMNS = ("arm", "nuisance", "variant")
+# `stage`: select (stage 1, chooses each arm's setting) | confirm (stage 2, fresh seeds; the report's evidence).
+ARM_COLUMNS = ("arm", "nuisance", "variant", "stage")
 _HINTS = typing.get_type_hints(TrainConfig)
 
 

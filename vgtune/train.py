@@ -31,7 +31,7 @@ from vgtune.models import ModelConfig, get_activation, init_weights
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
     return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
                                image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed,
-                               max_gb=cfg.data_max_gb)
+                               max_gb=cfg.data_max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
 
 
 def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8),
@@ -92,6 +92,7 @@ class Setup:
     eval_x: torch.Tensor  # validation then test examples, evaluated in one pass
     eval_y: torch.Tensor
     prediction: theory.Prediction  # the mean-field gradient flow at init (vgtune.theory)
+    chance: tuple[float, float]  # (val, test) score of a diverged network: each split's majority-class share
 
     def autocast(self):
         if self.cfg.bf16 and self.device.type == "cuda":
@@ -125,7 +126,13 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
     gen, aug = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 2)
     eval_x, eval_y = torch.cat([data.x_val, data.x_test]), torch.cat([data.y_val, data.y_test])
     probe = GradFlowProbe(model, cfg.activation, thresholds.saturation_eps, blocks=blocks)
-    return Setup(cfg, device, data, model, opt, probe, gen, aug, eval_x, eval_y, predict_init(cfg, model, data))
+    return Setup(cfg, device, data, model, opt, probe, gen, aug, eval_x, eval_y, predict_init(cfg, model, data),
+                 (majority_share(data.y_val), majority_share(data.y_test)))
+
+
+def majority_share(y: torch.Tensor) -> float:
+    """The accuracy of always answering the commonest class: the score of a network that has no answer."""
+    return float(torch.bincount(y.cpu()).max()) / max(1, len(y))
 
 
 def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
@@ -207,6 +214,9 @@ def finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
     if final or result.status == "diverged":
         result.diagnosis = diagnose(result.status, att_final, final.get("dead_frac", 0.0),
                                     final.get("saturated_frac", 0.0), thresholds)
+    if result.status == "diverged":  # a network that ran away is scored at chance, never evaluated
+        last = last | {"val_acc": result.summary.get("chance_val_acc", math.nan),
+                       "test_acc": result.summary.get("chance_acc", math.nan)}
     result.summary.update({
         "test_acc": last.get("test_acc", math.nan),
         "val_acc": last.get("val_acc", math.nan),
@@ -298,8 +308,15 @@ def _train_epoch(s: Setup, result: TrialResult, epoch: int, steps: int, probe_ev
     return EpochPass(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
 
 
-def timed_evaluate(s: Setup) -> tuple[float, float, float]:
-    """(val_acc, test_acc, eval_seconds)."""
+def diverged(cfg: TrainConfig, train_loss: float) -> bool:
+    """A non-finite training loss, or one above cfg.diverge_loss."""
+    return not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
+
+
+def timed_evaluate(s: Setup, ep: EpochPass | None = None) -> tuple[float, float, float]:
+    """(val_acc, test_acc, eval_seconds); after a pass `ep` that diverged, the chance scores, unevaluated."""
+    if ep is not None and diverged(s.cfg, ep.train_loss):
+        return (*s.chance, 0.0)
     t0 = time.perf_counter()
     val_acc, test_acc = evaluate(s)
     return val_acc, test_acc, time.perf_counter() - t0
@@ -328,6 +345,7 @@ def begin(s: Setup, resume: dict[str, Any] | None, t0: float) -> Run:
     else:
         result, start = TrialResult(config=s.cfg.to_dict()), 0
         result.summary.update(s.prediction.as_dict())
+        result.summary["chance_val_acc"], result.summary["chance_acc"] = s.chance
         if s.cfg.probes:
             init_records = measure_init(s, s.cfg.init_probe_batches - 1)
     totals = {"train_seconds": result.summary.get("train_seconds", 0.0),  # inside the training loops
@@ -343,11 +361,12 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
     cfg, result = s.cfg, run.result
     if ep.series is not None:
         run.latest = summarize(ep.series)
-    diverged = not math.isfinite(ep.train_loss) or ep.train_loss > cfg.diverge_loss
-    status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
-    val_acc, test_acc, eval_seconds = accs
+    runaway = diverged(cfg, ep.train_loss)
+    status = "diverged" if runaway else ("completed" if epoch == cfg.epochs else "running")
+    val_acc, test_acc, eval_seconds = (*s.chance, accs[2]) if runaway else accs  # never a broken network's score
     row = {"epoch": epoch, "train_loss": ep.train_loss, "train_acc": ep.train_acc, "val_acc": val_acc,
-           "test_acc": test_acc, "eval_seconds": eval_seconds, **run.latest, "status": status}
+           "test_acc": test_acc, "chance_acc": s.chance[1], "eval_seconds": eval_seconds, **run.latest,
+           "status": status}
     if run.latest:
         row["diagnosis"] = diagnose(status, run.latest["grad_attenuation"], run.latest["dead_frac"],
                                     run.latest["saturated_frac"], thresholds)
@@ -356,7 +375,7 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
     row.update(run.totals)
     result.history.append(row)
     result.summary.update(run.totals)
-    if diverged:
+    if runaway:
         result.status = "diverged"
         result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
     init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
@@ -389,7 +408,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     for epoch in range(run.start + 1, cfg.epochs + 1):
         ep = _train_epoch(s, run.result, epoch, steps, probe_every, run.init_records)
         run.init_records = None
-        report = record_epoch(s, run, epoch, ep, timed_evaluate(s), thresholds)
+        report = record_epoch(s, run, epoch, ep, timed_evaluate(s, ep), thresholds)
         if ends(run, report, on_epoch(report) if on_epoch is not None else None):
             break
     return finish(run.result, thresholds)
@@ -406,5 +425,5 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
-           "evaluate", "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
+           "evaluate", "timed_evaluate", "diverged", "majority_share", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
            "lr_at", "set_lr", "epoch_batches", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
