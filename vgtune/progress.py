@@ -74,7 +74,9 @@ def summary_line(trials: list, total: int, elapsed: float, metric: str, mode: st
 class ProgressLine(tune.ProgressReporter):
     """A Tune progress reporter that prints `summary_line` at most every `every` seconds."""
 
-    def __init__(self, total: int, metric: str, mode: str, every: float = 5.0, stream: TextIO | None = None):
+    def __init__(self, total: int, metric: str, mode: str, every: float = 5.0, stream: TextIO | None = None,
+                 label: str = ""):
+        self.label = label  # printed before the line (`stage confirm: `)
         self.total = total  # trials in the sweep (a resumed sweep counts all of them)
         self.metric = metric  # the spec's metric, for "best so far"
         self.mode = mode
@@ -92,7 +94,8 @@ class ProgressLine(tune.ProgressReporter):
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         self._last = time.monotonic()
-        line = summary_line(trials, self.total, self._last - self._start, self.metric, self.mode)
+        line = getattr(self, "label", "") + summary_line(trials, self.total, self._last - self._start, self.metric,
+                                                         self.mode)
         out = self.stream or sys.stdout
         if out.isatty():
             out.write("\r" + line.ljust(self._width) + ("\n" if done else ""))

@@ -47,7 +47,8 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
-    cols = (list(CONTRACT_FACTORS + RESULTS + THEORY) + ["arm", "nuisance", "selected", "variant"]
+    cols = (list(CONTRACT_FACTORS + RESULTS + THEORY) + ["arm", "nuisance", "selected", "variant", "stage",
+                                                         "chance_acc"]
             + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"])
     return df.reindex(columns=cols)
 
@@ -113,27 +114,48 @@ def _cell(row: pd.Series, cells: list[str]) -> str:
     return ", ".join(f"{c}={row[c]}" for c in cells if str(row[c]) not in ("", "nan"))
 
 
-def _best_lines(res: dict[str, pd.DataFrame]) -> list[str]:
-    """Per cell at the deepest depth: the best mitigation, its interval and verdict; then the verdict counts."""
-    rank, cells = res["ranking"], ranking.cell_columns(res["effects"])
+def _best_lines(res: dict[str, pd.DataFrame], correction: str) -> list[str]:
+    """Per cell at the deepest depth: the mitigation best on validation, its test effect, interval and verdict;
+    then the verdict counts and what the budget can resolve."""
+    rank, eff, cells = res["ranking"], res["effects"], ranking.cell_columns(res["effects"])
     if rank.empty:
         return []
-    depth = res["effects"]["depth"].max()
+    depth = eff["depth"].max()
+    adjusted = {"holm": ", Holm-adjusted", "bh": ", BH-adjusted", "none": ""}[correction]
     lines = []
     # The activation comparison (across activations) is context for the rest, not a "best mitigation".
     for _, best in rank[(rank["rank"] == 1) & ~rank["mitigation"].str.startswith("activation=")].iterrows():
         where = _cell(best, cells)
-        interval = (f", 95% CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])} over {best['seeds']} seeds"
-                    if pd.notna(best["ci_low"]) else ", no interval: one seed")
+        interval = (f", CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])}{adjusted}, over {best['seeds']} seeds"
+                    if pd.notna(best["ci_low"]) else f", no interval from {best['seeds']} seed(s)")
         chosen = f"; at {best['nuisance']}" if best["nuisance"] else ""
-        lines.append(f"Best at depth {depth}{' (' + where + ')' if where else ''}: **{best['mitigation']}**, test "
-                     f"accuracy {best['baseline_acc']:.2f} -> {best['mitigated_acc']:.2f} "
-                     f"({best['delta_test_acc']:+.2f}{interval}: {best['verdict']}{chosen}); made "
-                     f"{best['rescued']} of {best['unhealthy_baselines']} unhealthy baselines healthy.")
+        failed = f"; diverged {best['diverged']} of {best['n']}" if best["diverged"] else ""
+        lines.append(f"Best at depth {depth}{' (' + where + ')' if where else ''}, by validation accuracy: "
+                     f"**{best['mitigation']}**, test accuracy {best['baseline_acc']:.2f} -> "
+                     f"{best['mitigated_acc']:.2f} ({best['delta_test_acc']:+.2f}{interval}: {best['verdict']}"
+                     f"{chosen}{failed}); ends healthy in {best['healthy']} of {best['n']} seeds "
+                     f"(baseline: {best['n'] - best['unhealthy_baselines']} of {best['n']}).")
     counts = rank["verdict"].value_counts()
+    family = {"holm": "the chance of any wrong helps/hurts in this report is at most 5%",
+              "bh": "at most 5% of its helps/hurts are expected to be wrong",
+              "none": "unadjusted: with many comparisons some helps/hurts are expected by chance"}[correction]
     lines.append(f"Verdicts at depth {depth}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
-                                                             ("helps", "hurts", "inconclusive")) + ".")
-    return lines
+                                                             ("helps", "hurts", "inconclusive")) +
+                 f" ({len(eff)} comparisons in this report, judged together: {family}).")
+    return lines + _budget_lines(eff)
+
+
+def _budget_lines(eff: pd.DataFrame) -> list[str]:
+    """What the seeds could resolve: the median detectable effect, and the inconclusive ones below it."""
+    mde = eff["mde"].dropna()
+    if mde.empty:
+        return ["No comparison has two seeds with spread on both sides: every verdict is inconclusive; "
+                "run more seeds (confirm: N) to get intervals."]
+    seeds = int(eff["seeds"].median())
+    small = eff[(eff["verdict"] == "inconclusive") & eff["mde"].notna()]
+    return [f"At {seeds} seeds, effects below {100 * mde.median():.0f} points of test accuracy (the median "
+            f"detectable effect at 80% power) stay inconclusive; {len(small)} comparison(s) are inconclusive. "
+            "More seeds narrow this (about 1/sqrt(seeds))."]
 
 
 def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
@@ -154,17 +176,14 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
             f"depth rank or are judged differently than at each arm's own setting: " + "; ".join(moves) + "."]
 
 
-def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame]) -> list[str]:
+def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     lines = [f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     if counts.get("running"):
         lines.append(f"**The sweep is still running**: {counts['running']} trials have not finished; this "
                      "report covers it as far as it got.")
-    if fair.tuned(df):
-        arms = df["arm"].nunique()
-        lines.append(f"{arms} arms, each compared at its own nuisance setting chosen on validation data "
-                     "(the `selected` rows of trials.csv).")
-    lines += _best_lines(res) + _changed_lines(res)
+    lines += _evidence_lines(df, res, selection)
+    lines += _best_lines(res, selection.correction) + _edge_lines(res["edges"]) + _changed_lines(res)
     trends = res["depth_trends"]
     if not trends.empty:
         verdicts = trends["verdict"].value_counts().to_dict()
@@ -178,6 +197,45 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame]) -> list[str]:
     if agreement:
         lines.append(agreement)
     return lines
+
+
+def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
+    """Which trials the effects rest on, how their settings were chosen, and how failures are scored."""
+    evidence, lines = res["evidence"], []
+    if fair.tuned(df):
+        first = df[df["stage"] != "confirm"]
+        how = (f"{df['arm'].nunique()} arms; stage 1 chose each arm's {', '.join(selection.nuisance) or 'setting'} "
+               f"on {selection.metric} over {first['seed'].nunique()} seed(s)")
+        if (df["stage"] == "confirm").any():
+            seeds = sorted(evidence["seed"].unique())
+            lines.append(f"{how}; stage 2 retrained each at its choice on {len(seeds)} fresh seed(s) "
+                         f"({seeds[0]}..{seeds[-1]}) at the full budget, and only their test accuracy enters "
+                         "the effects below.")
+        else:
+            lines.append(f"{how}. **No fresh-seed confirmation** (a sweep from before `confirm:`): the test "
+                         "accuracies below come from the seeds that chose the settings, so they are biased up.")
+    diverged = evidence[evidence["status"] == "diverged"]
+    if len(diverged):
+        chance = diverged["chance_acc"].dropna() if "chance_acc" in diverged else pd.Series(dtype=float)
+        rate = f" ({chance.iloc[0]:.3f} here)" if len(chance) else ""
+        lines.append(f"{len(diverged)} compared trial(s) diverged: each scores the chance rate, the test split's "
+                     f"majority-class share{rate}, not its broken network's output.")
+    stopped = evidence[evidence["status"] == "stopped"]
+    if len(stopped):
+        lines.append(f"{len(stopped)} compared trial(s) were stopped early (gradient collapse), so their "
+                     "comparisons mix budgets; `stop: {gradient_collapse: false}` trains every trial fully.")
+    return lines
+
+
+def _edge_lines(edges: pd.DataFrame) -> list[str]:
+    """Arms whose chosen setting lies on the edge of its grid."""
+    if edges.empty:
+        return []
+    shown = "; ".join(f"{r['label']} chose {r['option']}={r['chosen']:g}, the {r['edge']} tried"
+                      for _, r in edges.head(4).iterrows())
+    more = f" (and {len(edges) - 4} more, in edges.csv)" if len(edges) > 4 else ""
+    return [f"{len(edges)} arm(s) chose a setting on the edge of its grid: {shown}{more}. Extend the grid there: "
+            "the best setting may lie beyond it."]
 
 
 def _markdown(name: str, findings: list[str], tables: dict[str, pd.DataFrame], images: list[str]) -> str:
@@ -224,42 +282,58 @@ def thresholds_of(run) -> Thresholds:
 
 @dataclass
 class Selection:
-    """How a sweep chooses each arm's nuisance setting (its spec's metric, mode and nuisance keys)."""
+    """How a sweep chooses each arm's nuisance setting and judges its effects (from the spec, via the sweep run)."""
 
     metric: str = "val_acc"  # never test data
     mode: str = "max"
     nuisance: tuple[str, ...] = ()  # options tuned per arm
+    correction: str = "holm"  # the family adjustment of intervals and verdicts (vgtune.stats)
 
     @classmethod
     def of(cls, run) -> Selection:
         params = run.data.params if run else {}
         metric = params.get("metric", "val_acc")
         return cls(metric if metric in fair.SELECTION_METRICS else "val_acc", params.get("mode", "max"),
-                   tuple(k for k in params.get("nuisance", "").split(",") if k))
+                   tuple(k for k in params.get("nuisance", "").split(",") if k), params.get("correction", "holm"))
 
 
 def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
-    """Every table of the report, each arm at its chosen nuisance setting (all trials if nothing is tuned)."""
-    df = fair.select(df, selection.metric, selection.mode)
-    chosen = df[df["selected"]]
-    eff = ranking.effects(chosen, nuisance=selection.nuisance)
-    out = {"trials": df, "effects": eff, "ranking": ranking.ranking(eff), "remedies": fair.remedies(eff),
-           "main_effects": ranking.main_effects(chosen), "best_per_depth": ranking.best_per_depth(chosen),
-           "depth_trends": ranking.depth_trends(chosen)}
-    if fair.tuned(df):
-        shared = fair.shared_setting(df, selection.metric, selection.mode)
-        fixed = ranking.effects(df[df["nuisance"] == shared], nuisance=selection.nuisance)
+    """Every table of the report. Stage 1's trials choose each arm's nuisance setting (`selected`); the effects,
+    ranks and "best" rest on stage 2's fresh seeds (on stage 1's chosen trials for a sweep without them)."""
+    df = stages(df)
+    first = fair.select(df[df["stage"] == "select"], selection.metric, selection.mode)
+    confirmed = df[df["stage"] == "confirm"].assign(selected=True)
+    df = pd.concat([first, confirmed]) if len(first) else confirmed
+    evidence = confirmed if len(confirmed) else first[first["selected"]]
+    nuisance, correction = selection.nuisance, selection.correction
+    eff = ranking.effects(evidence, nuisance=nuisance, correction=correction)
+    out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": ranking.ranking(eff),
+           "remedies": fair.remedies(eff), "main_effects": ranking.main_effects(evidence, nuisance),
+           "best_per_depth": ranking.best_per_depth(evidence, nuisance),
+           "depth_trends": ranking.depth_trends(evidence, nuisance), "edges": fair.edges(first, nuisance)}
+    if fair.tuned(first):  # what one shared setting would have concluded, on stage 1's seeds
+        shared = fair.shared_setting(first, selection.metric, selection.mode)
+        fixed = ranking.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)
         out["fixed_vs_tuned"] = fair.compare(fixed, eff).assign(shared=shared)
     return out
 
 
-FILES = {"ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
+def stages(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its `stage` column filled: a trial without one (a sweep from before stages) is `select` where
+    the sweep tuned nuisance options, else `confirm`."""
+    stage = df["stage"].fillna("") if "stage" in df.columns else pd.Series("", index=df.index)
+    return df.assign(stage=stage.where(stage != "", "select" if fair.tuned(df) else "confirm"))
+
+
+FILES = {"edges.csv": "edges", "ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
          "fixed_vs_tuned.csv": "fixed_vs_tuned", "main_effects.csv": "main_effects",
          "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends",
          "theory_critical.csv": "theory_critical", "theory_departures.csv": "theory_departures"}
-TITLES = {"ranking": "Mitigation ranking (effect at the deepest depth, per cell)",
+TITLES = {"ranking": "Mitigation ranking at the deepest depth, per cell (ranked by validation effect; test effect "
+                      "with its adjusted interval)",
+          "edges": "Arms whose chosen setting lies on the edge of its grid (extend the grid)",
           "remedies": "What each mitigation restores at the deepest depth",
-          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own (rank and verdict)",
+          "fixed_vs_tuned": "One shared nuisance setting (stage 1 seeds) vs each arm's own (rank and verdict)",
           "effects": "Effect per mitigation, depth and cell",
           "main_effects": "Main effects", "best_per_depth": "Best configuration per depth",
           "depth_trends": "Accuracy drops with depth: vanishing or degradation?"}
@@ -282,9 +356,9 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
     for fname, key in FILES.items():
         if key in res:
             res[key].to_csv(folder / fname, index=False)
-    images = _write_plots(res["trials"][res["trials"]["selected"]], res["effects"], folder,
+    images = _write_plots(res["evidence"], res["effects"], folder,
                           thresholds or Thresholds())
-    findings = _findings(res["trials"], res)
+    findings = _findings(res["trials"], res, selection or Selection())
     (folder / "report.md").write_text(_markdown(name, findings, tables, images))
     (folder / "report.html").write_text(_html(name, findings, tables, images, folder))
     return findings, res
@@ -309,7 +383,7 @@ def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
     for line in findings:
         print(line.replace("**", ""))
     show = {"remedies": ["mitigation", "depth", *ranking.cell_columns(res["effects"]), "delta_attenuation", "healthy",
-                         "delta_test_acc", "verdict", "restores"]}
+                         "diverged", "delta_test_acc", "verdict", "restores"]}
     with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.precision", 2,
                            "display.max_rows", 40):
         for key, cols in show.items():

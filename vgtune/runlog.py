@@ -25,7 +25,7 @@ from vgtune.config import param_text
 from vgtune.store import client_for, experiment_id, git_commit
 from vgtune.writer import Unavailable
 
-EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "grad_attenuation", "dead_frac",
+EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "grad_attenuation", "dead_frac",
               "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)
@@ -95,7 +95,7 @@ class RunLogger:
     """The MLflow runs of one sweep invocation (call from one thread only)."""
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
-                 factors: list[str], params: dict[str, str] | None = None):
+                 factors: list[str], params: dict[str, str] | None = None, parent_run_id: str | None = None):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
@@ -105,7 +105,7 @@ class RunLogger:
         self.params = params or {}  # more params of the sweep run (the diagnosis thresholds)
         self._client: MlflowClient | None = None
         self.exp_id: str | None = None
-        self.parent_run_id: str | None = None
+        self.parent_run_id = parent_run_id  # given: an earlier stage's parent run, which this one continues
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.steps: dict[str, int] = {}  # trial id -> last epoch logged
         self.probes: dict[str, list[tuple[int, list[float]]]] = {}  # for the plot
@@ -124,6 +124,8 @@ class RunLogger:
         """The experiment, earlier runs of this sweep (a resume), and this invocation's parent run."""
         self.exp_id = experiment_id(self.client, self.uri, self.experiment, DESCRIPTION)
         self._adopt_existing_runs()
+        if self.parent_run_id is not None:  # stage 2 of this invocation: stage 1 made the run
+            return
         run = self.client.create_run(self.exp_id, run_name=f"sweep {self.sweep_id}", tags={
             "vgtune.role": "sweep", "vgtune.sweep": self.sweep_id, "vgtune.resumed": str(bool(self.runs)).lower(),
             "mlflow.source.git.commit": git_commit()})

@@ -11,6 +11,16 @@ allowed values, raised before Ray starts or any MLflow run exists.
     variants: [{}, {norm: batch}]    # each applied to every grid point (one change at a time)
     configs: [{depth: 4, norm: batch}]  # explicit configurations besides the grid
     fixed: {epochs: 6}
+    nuisance: {lr: [0.01, 0.05]}  # tuned per arm on `metric` (validation data), never compared
+    repeats: 2                    # stage 1 (select): seeds per arm and nuisance setting
+    confirm: 5                    # stage 2 (confirm): fresh seeds per arm at its chosen setting
+    split: per_seed               # each seed also draws the train/validation split (fixed: one split)
+    correction: holm              # the report's intervals and verdicts, adjusted for their number
+
+With `nuisance:`, one sweep runs two stages: stage 1 trains every arm at every
+nuisance setting and chooses each arm's on validation data; stage 2 retrains
+each arm at its choice on `confirm` fresh seeds at the full budget (no early
+stopping), and only stage 2's test accuracy enters the report's effects.
 
 A spec may train another network: `arch: resnet_cifar`, or the user's own
 `model: mypkg.nets:build` (imported from the spec's folder or PYTHONPATH) with
@@ -36,17 +46,19 @@ import numpy as np
 import yaml
 
 from vgtune import checks, usercode
-from vgtune.config import FIELDS, TrainConfig
+from vgtune.config import FIELDS, SPLITS, TrainConfig
 from vgtune.gradflow import Thresholds
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
-            "checkpoint_every", "thresholds", "pack")
+            "checkpoint_every", "thresholds", "pack", "confirm", "split", "correction")
 DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
 MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
-METRICS = ("val_acc", "test_acc", "train_acc", "train_loss", "grad_attenuation")
+METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data (see `metric` below)
+CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
+STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
 MODES = ("max", "min")
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
@@ -54,7 +66,7 @@ STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
 TRAIN_KEYS = FIELDS
 # Set per trial by a top-level section of the spec (field -> section), not by parameters.
 RESERVED = {f: "dataset" for f in DATASET_KEYS.values()} | {"threads": "resources", "device": "resources",
-                                                            "probe_modules": "probe"}
+                                                            "probe_modules": "probe", "split": "split"}
 
 
 class SpecError(ValueError):
@@ -92,6 +104,38 @@ class SweepSpec:
     repeats: int | None = None  # seeds 0..repeats-1 of every arm's settings
     folder: str | None = None  # the spec file's folder, where `module:function` references are imported from
     pack: int | str = "off"  # off | auto | N: trials of one shape trained together as one fused network
+    confirm: int = 0  # stage 2: fresh seeds per arm at its chosen setting (0: no nuisance, `trials` confirm)
+    correction: str = "holm"  # multiple-comparison adjustment of the report's intervals: holm | bh | none
+
+    @property
+    def stage(self) -> str:
+        """What `trials` are: `select` (stage 1 of a sweep with nuisance options) or `confirm`."""
+        return "select" if self.nuisance else "confirm"
+
+    @property
+    def arms(self) -> list[str]:
+        """The arm ids, in spec order."""
+        return list(dict.fromkeys(m["arm"] for m in self.meta))
+
+    @property
+    def total_trials(self) -> int:
+        """Trials of both stages: stage 1's, plus every arm's confirmation seeds."""
+        return len(self.trials) + len(self.arms) * self.confirm
+
+    def confirm_seeds(self) -> list[int]:
+        """Stage 2's seeds: the `confirm` integers after the largest seed stage 1 used (disjoint from it)."""
+        start = max(t["seed"] for t in self.trials) + 1
+        return list(range(start, start + self.confirm))
+
+    def confirm_items(self, chosen: dict[str, str]) -> list[dict[str, Any]]:
+        """Stage 2's trials (as `items`): each arm in `chosen` (arm -> nuisance setting label, `lr=0.02`) at
+        that setting, once per fresh seed. Everything else about a trial is as in stage 1."""
+        first: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        for t, m in zip(self.trials, self.meta):
+            if chosen.get(m["arm"]) == m["nuisance"]:
+                first.setdefault(m["arm"], (t, m))
+        return [{"train": t | {"seed": seed}, "meta": m | {"stage": "confirm"}}
+                for arm in self.arms if arm in first for t, m in [first[arm]] for seed in self.confirm_seeds()]
 
     @property
     def factors(self) -> list[str]:
@@ -385,13 +429,18 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SpecError(f"name: must be a non-empty string without '/', got {name!r}")
     metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
+    if metric in ("test_acc", "test_loss"):
+        raise SpecError(f"metric: {metric} is test data, which never chooses a setting or drives a scheduler; "
+                        f"valid: {', '.join(METRICS)}")
     if metric not in METRICS:
         raise SpecError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     if mode not in MODES:
         raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
     resources = _resources(raw)
+    correction = _choice(raw, "correction", CORRECTIONS)
     base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
-                                          "device": "cuda" if resources.gpu > 0 else "cpu"}
+                                          "device": "cuda" if resources.gpu > 0 else "cpu",
+                                          "split": _choice(raw, "split", SPLITS)}
     fixed = _mapping(raw, "fixed")
     _check_training_keys("fixed.", fixed)
     fixed = _flat("fixed.", fixed)
@@ -410,8 +459,9 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     grid_keys = [k for k, a in axes.items() if isinstance(a, list)]
     dist_keys = [k for k, a in axes.items() if isinstance(a, dict)]
     rng = np.random.default_rng(seed)
-    nuisance = _nuisance(raw, parameters, base | fixed, variants, explicit, metric)
+    nuisance = _nuisance(raw, parameters, base | fixed, variants, explicit)
     repeats = _repeats(raw, parameters, fixed, variants, explicit)
+    confirm = _confirm(raw, nuisance, repeats)
     settings = _settings(nuisance, samples, rng)
     seeds = [{"seed": i} for i in range(repeats)] if repeats else [{}]
     points: list[tuple[str, dict[str, Any], str]] = []  # (where, scientific values, variant label)
@@ -428,7 +478,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
         for setting in settings:
             for s in seeds:
                 trials.append(_train_config(where, values | setting | s).to_dict())
-                meta.append(trial_meta(trials[-1], list(nuisance), variant))
+                meta.append(trial_meta(trials[-1], list(nuisance), variant) | {"stage": STAGES[0 if nuisance else 1]})
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
     checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
@@ -439,7 +489,27 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
                      scheduler=scheduler, stop=_stop(raw), max_failures=max_failures,
                      checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
-                     nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials))
+                     nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials), confirm=confirm,
+                     correction=correction)
+
+
+def _choice(raw: dict, key: str, valid: tuple[str, ...]) -> str:
+    """A top-level key whose value is one of `valid` (default: the first)."""
+    value = raw.get(key, valid[0])
+    if value not in valid:
+        raise SpecError(f"{key}: must be one of {', '.join(valid)}, got {value!r}")
+    return value
+
+
+def _confirm(raw: dict, nuisance: dict, repeats: int | None) -> int:
+    """Stage 2's fresh seeds per arm: `confirm`, by default as many as stage 1's `repeats`; 0 without nuisance."""
+    if raw.get("confirm") is None:
+        return (repeats or 1) if nuisance else 0
+    confirm = _number("confirm", raw["confirm"], 1, integer=True)
+    if not nuisance:
+        raise SpecError("confirm: a spec without nuisance: has no setting to select, so its `repeats` seeds are "
+                        "the confirmation; use repeats: N (or add nuisance:)")
+    return confirm
 
 
 def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:
@@ -472,8 +542,8 @@ def trial_meta(train: dict[str, Any], nuisance: list[str], variant: str = "") ->
     return {"arm": digest, "nuisance": _label({k: train[k] for k in nuisance}), "variant": variant}
 
 
-def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict], explicit: list[dict],
-              metric: str) -> dict[str, list | dict]:
+def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict],
+              explicit: list[dict]) -> dict[str, list | dict]:
     given = _mapping(raw, "nuisance")
     _check_training_keys("nuisance.", given)
     for key in given:
@@ -488,9 +558,6 @@ def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict], ex
             for i, item in enumerate(items):
                 if key in item:
                     raise SpecError(f"{section}[{i}].{key}: a nuisance option, tuned for every arm; remove it here")
-    if given and metric.startswith("test"):
-        raise SpecError(f"metric: {metric} would choose each arm's nuisance setting on test data; "
-                        "use val_acc (or train_loss with mode: min)")
     axes = {k: _axis(k, v, "nuisance") for k, v in given.items()}
     for key, axis in axes.items():
         for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):

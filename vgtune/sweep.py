@@ -6,11 +6,21 @@ Trials are `vgtune.trial.run_trial` with actor reuse (per-trial start-up was
 the dominant cost of small trials), submitted longest first. Results and checkpoints go under
 `storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
 with `Tuner.restore`, running only what is unfinished.
+
+A spec with nuisance options runs in two stages, each one `Tuner.fit`, under one
+MLflow parent run: stage 1 (select) trains every arm at every setting and
+chooses each arm's on the spec's (validation) metric with `vgtune.fair.select`;
+stage 2 (confirm) retrains every arm at its choice on fresh seeds, without the
+gradient-collapse stopper, in `storage/<name>-<timestamp>-confirm/`. A resume
+continues whichever stage was interrupted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -23,9 +33,12 @@ from typing import Any
 
 import yaml
 
-from vgtune import pack, usercode
+import pandas as pd
+
+from vgtune import fair, pack, usercode
 from vgtune.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.store import check_uri, resolve_uri
+from vgtune.runlog import final_status
 from vgtune.tracking import flush_all
 
 
@@ -53,6 +66,8 @@ class SweepOutcome:
     signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
     experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
     tune_trials: int = 0  # Ray Tune trials that ran them (fewer than `trials` when packed)
+    parent_run_id: str | None = None  # this invocation's MLflow sweep run
+    chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting stage 1 chose for it
 
     @property
     def finished(self) -> int:
@@ -124,7 +139,8 @@ def _scheduler(spec: SweepSpec):
 def _find_resumable(storage: Path, name: str) -> Path:
     from ray import tune
 
-    candidates = sorted(storage.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = sorted((p for p in storage.glob(f"{name}-*") if not p.name.endswith(CONFIRM_SUFFIX)),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         if tune.Tuner.can_restore(str(path.resolve())):
             return path.resolve()
@@ -153,22 +169,35 @@ def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(trials, key=lambda t: -cost(t))
 
 
-def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
+@dataclass
+class Stage:
+    """One `Tuner.fit` of a sweep: its trials (`items`) and where Tune keeps them."""
+
+    name: str  # `select` or `confirm`
+    items: list[dict[str, Any]]  # as SweepSpec.items
+    folder: str  # the Tune experiment's name under the storage folder
+    ends_sweep: bool  # the last stage: its end ends the MLflow parent run
+
+
+def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
+           parent_run_id: str | None):
     from ray import tune
 
     from vgtune.progress import ProgressLine
     from vgtune.stopper import GradientCollapseStopper
     from vgtune.tracking import MLflowTracker
 
+    # Stage 2 runs every trial its full budget: a comparison's trials all train as long.
     stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
-               if spec.stop.gradient_collapse else None)
+               if spec.stop.gradient_collapse and not (spec.confirm and stage.name == "confirm") else None)
     # What the report needs to read the sweep as it was meant: diagnosis thresholds, selection rule.
     sweep_params = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
-    sweep_params |= {"metric": spec.metric, "mode": spec.mode}
+    sweep_params |= {"metric": spec.metric, "mode": spec.mode, "correction": spec.correction}
     if spec.nuisance:
-        sweep_params["nuisance"] = ",".join(spec.nuisance)
+        sweep_params |= {"nuisance": ",".join(spec.nuisance), "confirm": str(spec.confirm)}
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
-                            len(spec.trials), stopper, factors=spec.factors, params=sweep_params)
+                            spec.total_trials, stopper, factors=spec.factors, params=sweep_params,
+                            parent_run_id=parent_run_id, ends_sweep=stage.ends_sweep)
     if options.verbose >= 2:  # Tune's full status table
         reporter = tune.CLIReporter(
             parameter_columns={f"trial/train/{k}": k for k in spec.factors},
@@ -176,7 +205,8 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
                             "diagnosis": "diagnosis"},
             max_report_frequency=20, max_progress_rows=10)
     else:
-        reporter = ProgressLine(len(spec.trials), spec.metric, spec.mode)
+        reporter = ProgressLine(len(stage.items), spec.metric, spec.mode,
+                                label=f"stage {stage.name}: " if spec.confirm else "")
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every,
              "metric": spec.metric, "mode": spec.mode}
     if stopper is not None:  # packs stop their members themselves (vgtune.trial.run_pack)
@@ -185,7 +215,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         # A Ray this process did not start has no py_modules: local workers import from the spec's folder.
         extra["import_paths"] = [spec.folder]
     run_config = tune.RunConfig(
-        name=sweep_id, storage_path=str(storage), stop=stopper, callbacks=[tracker],
+        name=stage.folder, storage_path=str(storage), stop=stopper, callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Every checkpoint is kept: with num_to_keep set, Tune snapshots the whole experiment
@@ -193,7 +223,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    items = pack.plan(spec.items, spec.pack, _concurrency(spec))
+    items = pack.plan(stage.items, spec.pack, _concurrency(spec))
     param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -238,6 +268,9 @@ def _check_writable(path: Path, what: str) -> None:
         raise SpecError(f"{what} {path}: not a writable folder") from None
 
 
+CONFIRM_SUFFIX = "-confirm"  # stage 2's Tune experiment folder: <sweep id>-confirm beside stage 1's
+
+
 def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     uri = prepare(spec, options)
     storage = Path(options.storage).resolve()
@@ -253,7 +286,25 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         import ray
 
         check_resources(spec, ray.cluster_resources())
-    tuner = _restore(spec, path) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
+    signum = lambda: received[0] if received else None  # noqa: E731
+    run = functools.partial(_fit, spec, options, uri, sweep_id, storage)
+    confirm_folder = sweep_id + CONFIRM_SUFFIX
+    in_stage2 = options.resume and spec.confirm and _restorable(storage / confirm_folder)
+    first = Stage(spec.stage, spec.items, sweep_id, ends_sweep=not spec.confirm)
+    outcome = _results(spec, path) if in_stage2 else run(first, None, options.resume)
+    outcome.signal = signum()
+    if outcome.unfinished or not spec.confirm:
+        return outcome
+    outcome.chosen = choose(spec, outcome.trials)
+    second = Stage("confirm", spec.confirm_items(outcome.chosen), confirm_folder, ends_sweep=True)
+    return _merge(outcome, run(second, outcome.parent_run_id, in_stage2), signum())
+
+
+def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
+         parent_run_id: str | None, resume: bool) -> SweepOutcome:
+    """Run (or, resuming, continue) one stage; its outcome."""
+    tuner = (_restore(spec, storage / stage.folder) if resume
+             else _tuner(spec, options, uri, sweep_id, storage, stage, parent_run_id))
     concurrency = _concurrency(spec)
     t0 = time.perf_counter()
     try:
@@ -261,25 +312,57 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     finally:
         trackers = flush_all()
     wall = time.perf_counter() - t0
-    unfinished = sum(t.unfinished for t in trackers)
     trials = [t for result in grid for t in _outcomes(result)]
-    tune_trials = len(grid)
-    concurrency = min(concurrency, tune_trials) or concurrency  # a few packs fill fewer slots
+    concurrency = min(concurrency, len(grid)) or concurrency  # a few packs fill fewer slots
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
-    return SweepOutcome(spec.name, sweep_id, str(path), uri, wall, concurrency, trials, unfinished,
-                        received[0] if received else None, exp_id, tune_trials)
+    parent = next((t.parent_run_id for t in trackers if t.parent_run_id), parent_run_id)
+    return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
+                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent)
+
+
+def _restorable(path: Path) -> bool:
+    from ray import tune
+
+    return path.is_dir() and tune.Tuner.can_restore(str(path))
+
+
+def _results(spec: SweepSpec, path: Path) -> SweepOutcome:
+    """A finished stage 1 read back from its Tune folder, without running anything (resuming stage 2)."""
+    grid = _restore(spec, path).get_results()
+    trials = [t for result in grid for t in _outcomes(result)]
+    return SweepOutcome(spec.name, path.name, str(path), "", 0.0, 1, trials, 0, None, None, len(grid))
+
+
+def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> SweepOutcome:
+    """Both stages as one sweep's outcome (stage 1's folder; the concurrency of the longer stage)."""
+    longer = first if first.wall_seconds >= second.wall_seconds else second
+    return dataclasses.replace(
+        second, path=first.path if first.wall_seconds else second.path,
+        wall_seconds=first.wall_seconds + second.wall_seconds, concurrency=longer.concurrency,
+        trials=first.trials + second.trials, unfinished=first.unfinished + second.unfinished, signal=signum,
+        experiment_id=second.experiment_id or first.experiment_id, tune_trials=first.tune_trials + second.tune_trials,
+        chosen=first.chosen)
+
+
+def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
+    """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`vgtune.fair.select`)."""
+    rows = [t["meta"] | {"status": "error" if t["error"] else final_status(t["last"], t["config"]["epochs"]),
+                         spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
+    picked = fair.select(pd.DataFrame(rows), spec.metric, spec.mode)
+    chosen = picked[picked["selected"]].drop_duplicates("arm")
+    return dict(zip(chosen["arm"], chosen["nuisance"]))
 
 
 def _outcomes(result) -> list[dict[str, Any]]:
-    """Config, last result and error of each trial a Tune result stands for (itself, or each pack member)."""
+    """Config, meta, last result and error of each trial a Tune result stands for (itself, or each member)."""
     item, last = (result.config or {}).get("trial", {}), dict(result.metrics or {})
     error = str(result.error) if result.error else None
     if "members" not in item:
         last.pop("layers", None)
         last.pop("layers_init", None)
-        return [{"config": item.get("train", {}), "last": last, "error": error}]
+        return [{"config": item.get("train", {}), "meta": item.get("meta", {}), "last": last, "error": error}]
     summary = last.get("summary") or [{} for _ in item["members"]]
-    return [{"config": m["train"], "last": row, "error": error}
+    return [{"config": m["train"], "meta": m["meta"], "last": row, "error": error}
             for m, row in zip(item["members"], summary)]
 
 

@@ -37,7 +37,8 @@ class MLflowTracker(tune.Callback):
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
                  stopper: GradientCollapseStopper | None = None, factors: list[str] | None = None,
-                 params: dict[str, str] | None = None, retries: int = 8):
+                 params: dict[str, str] | None = None, retries: int = 8, parent_run_id: str | None = None,
+                 ends_sweep: bool = True):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
@@ -47,6 +48,8 @@ class MLflowTracker(tune.Callback):
         self.factors = factors or []  # options the sweep varies (run names)
         self.params = params or {}  # more params of the sweep run
         self.retries = retries  # attempts of a failing write after the first
+        self.parent = parent_run_id  # an earlier stage's parent run to continue (None: create one)
+        self.ends_sweep = ends_sweep  # False for stage 1 of two: its parent run goes on into stage 2
         self.unfinished = 0  # trials that had not ended when the experiment did (an interrupted sweep)
         self._ended: set[str] = set()  # trial ids that completed or errored in this invocation
         self._writer: WriterProcess | None = None
@@ -59,7 +62,7 @@ class MLflowTracker(tune.Callback):
         """The child process that owns this sweep's RunLogger (started on first use)."""
         if self._writer is None:
             args = (self.uri, self.experiment, self.sweep_id, self.spec_text, self.total_trials, self.factors,
-                    self.params)
+                    self.params, self.parent)
             self._writer = WriterProcess(args, retries=self.retries)
             MLflowTracker.live.append(self)
         return self._writer
@@ -102,8 +105,9 @@ class MLflowTracker(tune.Callback):
         done = self._ended | state["finished_before"]
         self.unfinished = sum(tid not in done for t in trials for tid, _, _ in units(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
-        self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
-        self.writer.flush()
+        if self.unfinished or self.ends_sweep:
+            self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
+            self.writer.flush()
 
     # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
