@@ -55,11 +55,17 @@ def _add_report(sub) -> None:
 
 
 def _dry_run(spec) -> int:
-    print(f"{spec.name}: {len(spec.trials)} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    print(f"{spec.name}: {spec.total_trials} trials; factors: {', '.join(spec.factors) or '(none)'}")
     if spec.nuisance or spec.repeats:
-        arms, settings = len({m["arm"] for m in spec.meta}), len({m["nuisance"] for m in spec.meta})
-        print(f"  {arms} arms x {settings} nuisance settings ({', '.join(spec.nuisance) or 'none'}) x "
-              f"{spec.repeats or 1} seeds; each arm's setting is chosen on {spec.metric}")
+        arms, settings = len(spec.arms), len({m["nuisance"] for m in spec.meta})
+        print(f"  {'stage 1 (select): ' if spec.confirm else ''}{arms} arms x {settings} nuisance settings "
+              f"({', '.join(spec.nuisance) or 'none'}) x {spec.repeats or 1} seeds = {len(spec.trials)} trials"
+              + (f"; each arm's setting is chosen on {spec.metric}" if spec.nuisance else ""))
+    if spec.confirm:
+        seeds = spec.confirm_seeds()
+        print(f"  stage 2 (confirm): {arms} arms at their chosen setting x {spec.confirm} fresh seeds "
+              f"({seeds[0]}..{seeds[-1]}) = {arms * spec.confirm} trials, full budget; the report's effects use "
+              "these alone")
     if spec.pack != "off":
         print("  " + _pack_line(spec))
     for t in spec.trials[:5]:
@@ -123,7 +129,8 @@ def cmd_sweep(args) -> int:
     outcome = run_sweep(spec, options)
     if outcome.unfinished:
         print(f"\nsweep {outcome.sweep_id}: interrupted after {outcome.wall_seconds:.0f}s; "
-              f"{outcome.finished} of {len(outcome.trials)} trials finished, {outcome.unfinished} did not.",
+              f"{outcome.finished} of {spec.total_trials} trials finished, {spec.total_trials - outcome.finished} "
+              "did not.",
               file=sys.stderr)
         print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})", file=sys.stderr)
         print(f"Continue with: {resume_command(args)}", file=sys.stderr)

@@ -22,6 +22,7 @@ its level and its observed spread (`statsmodels`' t-test power).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -78,13 +79,18 @@ class Test:
         if not self.testable:
             return math.nan
         if self.paired:
-            n, sd = len(self.diffs), float(np.std(self.diffs, ddof=1))
-            d = TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided")
-            return float(d * sd)
+            return _standard_mde(len(self.diffs), 0, alpha, power) * float(np.std(self.diffs, ddof=1))
         sd = math.sqrt((np.var(self.a, ddof=1) + np.var(self.b, ddof=1)) / 2)
-        d = TTestIndPower().solve_power(nobs1=len(self.a), ratio=len(self.b) / len(self.a), alpha=alpha,
-                                        power=power, alternative="two-sided")
-        return float(d * sd)
+        return _standard_mde(len(self.a), len(self.b), alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=4096)
+def _standard_mde(n: int, n_other: int, alpha: float, power: float) -> float:
+    """The detectable effect in standard deviations (Cohen's d): paired if n_other is 0, else two groups."""
+    if n_other == 0:
+        return float(TTestPower().solve_power(nobs=n, alpha=alpha, power=power, alternative="two-sided"))
+    return float(TTestIndPower().solve_power(nobs1=n, ratio=n_other / n, alpha=alpha, power=power,
+                                             alternative="two-sided"))
 
 
 def adjust(p: np.ndarray, correction: str = "holm", alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:

@@ -68,10 +68,11 @@ class SweepOutcome:
     tune_trials: int = 0  # Ray Tune trials that ran them (fewer than `trials` when packed)
     parent_run_id: str | None = None  # this invocation's MLflow sweep run
     chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting stage 1 chose for it
+    planned: int = 0  # trials of the stages that ran (a stage not reached counts none)
 
     @property
     def finished(self) -> int:
-        return len(self.trials) - self.unfinished
+        return self.planned - self.unfinished
 
     def seconds(self, key: str) -> float:
         """A per-trial time (train_seconds, eval_seconds, setup_seconds) summed over the trials."""
@@ -317,7 +318,7 @@ def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storag
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     parent = next((t.parent_run_id for t in trackers if t.parent_run_id), parent_run_id)
     return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
-                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent)
+                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, planned=len(stage.items))
 
 
 def _restorable(path: Path) -> bool:
@@ -330,7 +331,8 @@ def _results(spec: SweepSpec, path: Path) -> SweepOutcome:
     """A finished stage 1 read back from its Tune folder, without running anything (resuming stage 2)."""
     grid = _restore(spec, path).get_results()
     trials = [t for result in grid for t in _outcomes(result)]
-    return SweepOutcome(spec.name, path.name, str(path), "", 0.0, 1, trials, 0, None, None, len(grid))
+    return SweepOutcome(spec.name, path.name, str(path), "", 0.0, 1, trials, 0, None, None, len(grid),
+                        planned=len(trials))
 
 
 def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> SweepOutcome:
@@ -341,7 +343,7 @@ def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> Swe
         wall_seconds=first.wall_seconds + second.wall_seconds, concurrency=longer.concurrency,
         trials=first.trials + second.trials, unfinished=first.unfinished + second.unfinished, signal=signum,
         experiment_id=second.experiment_id or first.experiment_id, tune_trials=first.tune_trials + second.tune_trials,
-        chosen=first.chosen)
+        chosen=first.chosen, planned=first.planned + second.planned)
 
 
 def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,0 +1,155 @@
+"""Honest verdicts without Ray: the fresh-seed rule, per-seed splits, chance scores, what the report rests on."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vgtune import data as data_mod
+from vgtune import ranking, report, spec
+from vgtune.config import TrainConfig
+from vgtune.train import data_config, majority_share, train
+
+TUNED = {"name": "t", "parameters": {"depth": [3, 5]}, "variants": [{}, {"norm": "batch"}],
+         "nuisance": {"lr": [0.01, 0.1]}, "repeats": 2, "fixed": {"width": 4, "epochs": 1}}
+
+
+# ----------------------------------------------------------------- the spec's two stages
+
+def test_confirmation_seeds_are_fresh_and_every_arm_gets_them_at_its_chosen_setting():
+    s = spec.parse(TUNED | {"confirm": 3})
+    assert s.stage == "select" and {m["stage"] for m in s.meta} == {"select"}
+    first_seeds = {t["seed"] for t in s.trials}
+    assert s.confirm_seeds() == [2, 3, 4] and not first_seeds & set(s.confirm_seeds())
+    chosen = {arm: "lr=0.1" if i % 2 else "lr=0.01" for i, arm in enumerate(s.arms)}
+    items = s.confirm_items(chosen)
+    assert len(items) == len(s.arms) * 3 == s.total_trials - len(s.trials)
+    for item in items:
+        assert item["meta"]["stage"] == "confirm" and item["meta"]["nuisance"] == chosen[item["meta"]["arm"]]
+        assert f"lr={item['train']['lr']}" == chosen[item["meta"]["arm"]]
+    # Everything but the seed is stage 1's trial of that arm and setting.
+    first = {(m["arm"], m["nuisance"]): t for t, m in zip(s.trials, s.meta)}
+    for item in items:
+        expected = first[(item["meta"]["arm"], item["meta"]["nuisance"])] | {"seed": item["train"]["seed"]}
+        assert item["train"] == expected
+
+
+def test_confirmation_seeds_follow_a_fixed_seed():
+    s = spec.parse(TUNED | {"repeats": None, "fixed": {"width": 4, "epochs": 1, "seed": 7}, "confirm": 2})
+    assert s.confirm_seeds() == [8, 9]
+
+
+def test_confirm_defaults_to_repeats_and_a_spec_without_nuisance_is_its_own_confirmation():
+    assert spec.parse(TUNED).confirm == 2
+    plain = spec.parse({"name": "t", "parameters": {"depth": [3]}, "repeats": 3})
+    assert plain.confirm == 0 and plain.stage == "confirm" and plain.total_trials == 3
+    assert {m["stage"] for m in plain.meta} == {"confirm"}
+
+
+def test_split_and_correction_reach_the_trials_and_the_spec():
+    s = spec.parse(TUNED | {"split": "per_seed", "correction": "bh"})
+    assert {t["split"] for t in s.trials} == {"per_seed"} and s.correction == "bh"
+    assert spec.parse(TUNED).correction == "holm" and {t["split"] for t in spec.parse(TUNED).trials} == {"fixed"}
+
+
+# ----------------------------------------------------------------- a seed draws the split
+
+def test_per_seed_split_redraws_train_and_validation_but_not_test():
+    a, b = (data_mod.load(data_config(TrainConfig(split="per_seed", seed=s))) for s in (0, 1))
+    fixed = [data_mod.load(data_config(TrainConfig(seed=s))) for s in (0, 1)]
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731  (each is normalized by its own training split)
+    assert torch.equal(a.y_test, b.y_test) and torch.allclose(z(a.x_test), z(b.x_test), atol=1e-5)
+    assert a.x_val.shape == b.x_val.shape and not torch.equal(a.y_val, b.y_val)
+    assert torch.equal(fixed[0].y_val, fixed[1].y_val)
+    rows = lambda d: {tuple(r) for r in d.x_train.flatten(1).mul(1e4).round().int().tolist()}  # noqa: E731
+    assert rows(a) != rows(b)
+
+
+# ----------------------------------------------------------------- failures are scored by a rule
+
+def test_a_diverged_trial_scores_the_chance_rate_of_its_test_split():
+    result = train(TrainConfig(depth=3, width=4, epochs=2, lr=1e6, diverge_loss=10.0))
+    test_y = data_mod.load(data_config(TrainConfig())).y_test
+    assert result.status == "diverged"
+    assert result.summary["test_acc"] == pytest.approx(majority_share(test_y))
+    assert result.summary["chance_acc"] == pytest.approx(majority_share(test_y))
+    assert result.history[-1]["test_acc"] == pytest.approx(majority_share(test_y))
+
+
+def test_majority_share():
+    assert majority_share(torch.tensor([0, 1, 1, 2, 1])) == pytest.approx(0.6)
+
+
+def _row(arm, depth, norm, lr, seed, val, test, stage="confirm", status="completed", diagnosis="healthy"):
+    return {"arm": arm, "depth": depth, "norm": norm, "lr": lr, "nuisance": f"lr={lr}", "seed": seed,
+            "val_acc": val, "test_acc": test, "status": status, "diagnosis": diagnosis, "stage": stage,
+            "grad_attenuation_final": -1.0, "grad_attenuation_init": -1.0, "variant": "", "activation": "relu",
+            "chance_acc": 0.15}
+
+
+def test_two_failures_do_not_differ():
+    # The baseline is stuck below the chance rate, the mitigation diverged (scored at it): no "+0.05, helps".
+    rows = []
+    for seed in range(5):
+        rows += [_row("p", 24, "none", 0.1, seed, 0.09, 0.09 + seed / 1000, diagnosis="vanishing"),
+                 _row("b", 24, "batch", 0.1, seed, 0.15, 0.15, status="diverged", diagnosis="diverged")]
+    (row,) = ranking.effects(pd.DataFrame(rows), nuisance=["lr"]).to_dict("records")
+    assert row["delta_test_acc"] == pytest.approx(0.0) and row["verdict"] == "inconclusive"
+    assert row["diverged"] == 5 and row["healthy"] == 0
+
+
+# ----------------------------------------------------------------- what the report rests on
+
+def _two_stage_frame() -> pd.DataFrame:
+    """Stage 1 with a lucky lr whose test scores are inflated; stage 2 on fresh seeds tells the truth."""
+    rows = []
+    for seed in (0, 1):
+        for depth in (4, 24):
+            rows += [_row("p" + str(depth), depth, "none", 0.01, seed, 0.5, 0.5, "select"),
+                     _row("p" + str(depth), depth, "none", 0.1, seed, 0.4, 0.4, "select"),
+                     _row("b" + str(depth), depth, "batch", 0.01, seed, 0.6, 0.6, "select"),
+                     _row("b" + str(depth), depth, "batch", 0.1, seed, 0.99, 0.99, "select")]
+    rng = np.random.default_rng(0)
+    for seed in (2, 3, 4, 5):
+        for depth in (4, 24):
+            noise = rng.normal(0, 0.01, 2)
+            rows += [_row("p" + str(depth), depth, "none", 0.01, seed, 0.5, 0.5 + noise[0]),
+                     _row("b" + str(depth), depth, "batch", 0.1, seed, 0.7, 0.7 + noise[1])]
+    return pd.DataFrame(rows)
+
+
+def test_effects_rest_on_the_fresh_seeds_alone():
+    res = report.analyse(_two_stage_frame(), report.Selection(nuisance=("lr",)))
+    eff = res["effects"]
+    assert set(res["evidence"]["seed"]) == {2, 3, 4, 5} and (eff["n"] == 4).all()
+    assert eff["delta_test_acc"].tolist() == pytest.approx([0.2, 0.2], abs=0.03)  # not 0.49 from stage 1
+    first = res["trials"][res["trials"]["stage"] == "select"]
+    assert set(first.loc[first["selected"], "nuisance"]) == {"lr=0.01", "lr=0.1"}
+
+
+def test_no_table_groups_by_a_nuisance_option_or_the_seed():
+    # The same arm chose different rates at the two depths: it must stay one configuration across depths.
+    res = report.analyse(_two_stage_frame(), report.Selection(nuisance=("lr",)))
+    assert not {"lr", "seed"} & set(res["main_effects"]["factor"])
+    assert "lr" not in res["best_per_depth"].columns and "seed" not in res["best_per_depth"].columns
+    frame = res["evidence"].assign(test_acc=lambda d: np.where(d["depth"] == 24, d["test_acc"] - 0.3, d["test_acc"]))
+    trends = ranking.depth_trends(frame, nuisance=("lr",))
+    assert "lr" not in trends.columns and sorted(trends["norm"]) == ["batch", "none"]
+
+
+def test_best_per_depth_is_chosen_on_validation_not_test():
+    rows = []
+    for seed in range(3):
+        rows += [_row("a", 4, "none", 0.1, seed, val=0.9, test=0.6), _row("b", 4, "batch", 0.1, seed, val=0.5, test=0.99)]
+    best = ranking.best_per_depth(pd.DataFrame(rows), nuisance=("lr",))
+    assert best["norm"].tolist() == ["none"] and best["test_acc"].tolist() == pytest.approx([0.6])
+
+
+def test_a_sweep_without_confirmation_says_its_test_scores_are_biased():
+    old = _two_stage_frame().query("stage == 'select'").assign(stage="")
+    res = report.analyse(old, report.Selection(nuisance=("lr",)))
+    lines = report._evidence_lines(res["trials"], res, report.Selection(nuisance=("lr",)))
+    assert any("No fresh-seed confirmation" in line for line in lines)
+    assert not math.isnan(res["effects"]["delta_test_acc"].iloc[0])
