@@ -82,3 +82,53 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, pack):
     exp = client.get_experiment_by_name("resumable")
     parents = client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'sweep'")
     assert len(parents) == 2 and {p.data.tags["vgtune.resumed"] for p in parents} == {"true", "false"}
+
+
+TWO_STAGES = """
+name: resumable
+parameters:
+  depth: [3]
+  activation: [relu, tanh]
+nuisance: {lr: [0.02, 0.1]}
+repeats: 1
+confirm: 4
+fixed: {width: 8, epochs: 3, init: kaiming_normal}
+stop: {gradient_collapse: false}
+"""
+
+
+def test_a_sweep_interrupted_in_stage_two_resumes_there(tmp_path):
+    """Ctrl-C once confirmation trials finish; --resume runs only the rest of stage 2, at the same settings."""
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(TWO_STAGES))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(_sweep(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            confirmed = [r for r in _trial_runs(uri)[1]
+                         if r.info.status == "FINISHED" and r.data.tags.get("vgtune.stage") == "confirm"]
+        except Exception:  # the store is being created
+            continue
+        if confirmed:
+            break
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
+    finished = int(out.split("interrupted after")[1].split(";")[1].split("of")[0])
+    assert 4 + 1 <= finished < 12 and "of 12 trials finished" in out
+    resumed = subprocess.run(_sweep(tmp_path, "--resume"), capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    _, runs = _trial_runs(uri)
+    stages = [r.data.tags["vgtune.stage"] for r in runs]
+    assert stages.count("select") == 4 and stages.count("confirm") == 8
+    assert len({r.data.tags["vgtune.trial_id"] for r in runs}) == 12
+    confirm = [r for r in runs if r.data.tags["vgtune.stage"] == "confirm"]
+    assert sorted(int(r.data.params["seed"]) for r in confirm) == [1, 1, 2, 2, 3, 3, 4, 4]
+    per_arm = {}
+    for r in confirm:  # every arm confirmed at one setting, the same before and after the interrupt
+        per_arm.setdefault(r.data.tags["vgtune.arm"], set()).add(r.data.params["lr"])
+    assert len(per_arm) == 2 and all(len(v) == 1 for v in per_arm.values())
+    assert all(r.info.status == "FINISHED" for r in runs)
