@@ -97,15 +97,21 @@ def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of a grid of 3 or more:
+def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str = "val_acc",
+          mode: str = "max") -> pd.DataFrame:
+    """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of a grid of 3 or more,
+    and strictly better than every other setting (a tie, such as an arm at chance everywhere, chose nothing):
     the optimum may lie outside the grid (the Tuning Playbook: extend it)."""
     if not tuned(df) or "selected" not in df.columns:
         return pd.DataFrame(columns=["arm", "label", "option", "chosen", "edge", "tried"])
     label = arm_labels(df, nuisance)
+    scores = _scores(df[df["status"].isin(STATUSES[:3])], metric, mode)
     rows = []
     for arm, g in df.groupby("arm"):
         chosen = g[g["selected"]]
+        ranked = scores.get(arm, pd.Series(dtype=float)).sort_values(ascending=mode == "min")
+        if len(ranked) < 2 or ranked.iloc[0] == ranked.iloc[1]:
+            continue
         for key in nuisance:
             tried = sorted(v for v in pd.unique(g[key]) if isinstance(v, (int, float)))
             if len(tried) < 3 or chosen.empty:
@@ -115,16 +121,27 @@ def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> pd.DataFra
                 rows.append({"arm": arm, "label": label[arm], "option": key, "chosen": value,
                              "edge": "lowest" if value == tried[0] else "highest",
                              "tried": ", ".join(f"{v:g}" for v in tried)})
+    rows.sort(key=lambda r: _label_key(r["label"]))
     return pd.DataFrame(rows, columns=["arm", "label", "option", "chosen", "edge", "tried"])
 
 
+def _label_key(label: str) -> tuple:
+    """Arms in depth order, then by name."""
+    depth = label.split()[0].removeprefix("depth=") if label.startswith("depth=") else ""
+    return (int(depth) if depth.isdigit() else 0, label)
+
+
 def arm_labels(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """arm -> its depth, activation and every scientific factor it sets away from the plain baseline."""
-    base = ranking.baseline(ranking.scored(df)) if not ranking.scored(df).empty else {}
+    """arm -> its depth and activation, then its spec variant or else every mitigation factor it sets away from
+    the plain baseline (`depth=24 activation=relu norm=batch`)."""
     config = ranking.scientific(df, nuisance)
     out = {}
     for arm, row in df.drop_duplicates("arm").set_index("arm").iterrows():
-        parts = [f"{c}={row[c]}" for c in config
-                 if c in ("depth", "activation") or (c in base and row[c] != base[c])]
-        out[arm] = " ".join(parts) or str(arm)
+        parts = [f"{c}={row[c]}" for c in ("depth", "activation") if c in config]
+        variant = row.get("variant")
+        if isinstance(variant, str) and variant:
+            parts.append(variant)
+        else:
+            parts += [f"{c}={row[c]}" for c in config if c in ranking.BASELINE and row[c] != ranking.BASELINE[c]]
+        out[arm] = " ".join(parts if len(parts) > 2 or variant else parts + ["(plain)"]) or str(arm)
     return out

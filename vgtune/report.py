@@ -141,7 +141,7 @@ def _best_lines(res: dict[str, pd.DataFrame], correction: str) -> list[str]:
               "none": "unadjusted: with many comparisons some helps/hurts are expected by chance"}[correction]
     lines.append(f"Verdicts at depth {depth}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
                                                              ("helps", "hurts", "inconclusive")) +
-                 f" ({len(eff)} comparisons in this report, judged together: {family}).")
+                 f" ({len(eff)} comparison{'s' if len(eff) != 1 else ''} in this report, judged together: {family}).")
     return lines + _budget_lines(eff)
 
 
@@ -167,13 +167,14 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
     deep = table[(table["depth"] == table["depth"].max()) & table["changed"]]
     shared = table["shared"].iloc[0]
     if deep.empty:
-        return [f"At one shared setting ({shared}, the best on average) every rank and verdict at the deepest "
-                "depth would be the same."]
+        return [f"On stage 1's seeds, one shared setting ({shared}, the best on average) would give every rank "
+                "and verdict at the deepest depth that each arm's own setting gives."]
     moves = [f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}: rank "
              f"{_fmt(r['rank_fixed'])} -> {_fmt(r['rank_tuned'])}, {r['verdict_fixed']} -> {r['verdict_tuned']}"
              for _, r in deep.iterrows()]
-    return [f"At one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) at the deepest "
-            f"depth rank or are judged differently than at each arm's own setting: " + "; ".join(moves) + "."]
+    return [f"On stage 1's seeds, at one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) "
+            f"at the deepest depth rank or are judged differently than at each arm's own setting: "
+            + "; ".join(moves) + "."]
 
 
 def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
@@ -310,11 +311,12 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
     out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": ranking.ranking(eff),
            "remedies": fair.remedies(eff), "main_effects": ranking.main_effects(evidence, nuisance),
            "best_per_depth": ranking.best_per_depth(evidence, nuisance),
-           "depth_trends": ranking.depth_trends(evidence, nuisance), "edges": fair.edges(first, nuisance)}
-    if fair.tuned(first):  # what one shared setting would have concluded, on stage 1's seeds
+           "depth_trends": ranking.depth_trends(evidence, nuisance), "edges": fair.edges(first, nuisance, selection.metric, selection.mode)}
+    if fair.tuned(first):  # what one shared setting would have concluded: both sides on stage 1's seeds
         shared = fair.shared_setting(first, selection.metric, selection.mode)
         fixed = ranking.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)
-        out["fixed_vs_tuned"] = fair.compare(fixed, eff).assign(shared=shared)
+        tuned = ranking.effects(first[first["selected"]], nuisance=nuisance, correction=correction)
+        out["fixed_vs_tuned"] = fair.compare(fixed, tuned).assign(shared=shared)
     return out
 
 
@@ -333,7 +335,7 @@ TITLES = {"ranking": "Mitigation ranking at the deepest depth, per cell (ranked 
                       "with its adjusted interval)",
           "edges": "Arms whose chosen setting lies on the edge of its grid (extend the grid)",
           "remedies": "What each mitigation restores at the deepest depth",
-          "fixed_vs_tuned": "One shared nuisance setting (stage 1 seeds) vs each arm's own (rank and verdict)",
+          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own, both on stage 1's seeds (rank and verdict)",
           "effects": "Effect per mitigation, depth and cell",
           "main_effects": "Main effects", "best_per_depth": "Best configuration per depth",
           "depth_trends": "Accuracy drops with depth: vanishing or degradation?"}
