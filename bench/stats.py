@@ -89,9 +89,9 @@ def _verdicts(df: pd.DataFrame) -> pd.DataFrame:
 def _old_verdicts(df: pd.DataFrame, rng: np.random.Generator) -> int:
     """Helps/hurts the replaced rule states: a 95% percentile bootstrap of the paired mean, unadjusted."""
     called = 0
-    for (depth, activation), cell in df.groupby(["depth", "activation"]):
+    for _, cell in df.groupby(["depth", "activation"]):
         plain = cell[(cell["init"] == "default") & (cell["norm"] == "none") & (cell["residual"] == "none")]
-        for key, mit in cell.drop(plain.index).groupby(["init", "norm", "residual"]):
+        for _, mit in cell.drop(plain.index).groupby(["init", "norm", "residual"]):
             d = mit["test_acc"].to_numpy() - plain["test_acc"].to_numpy()
             res = sps.bootstrap((d,), np.mean, n_resamples=500, method="percentile", rng=rng)
             called += res.confidence_interval.low > 0 or res.confidence_interval.high < 0

@@ -142,7 +142,8 @@ def test_no_table_groups_by_a_nuisance_option_or_the_seed():
 def test_best_per_depth_is_chosen_on_validation_not_test():
     rows = []
     for seed in range(3):
-        rows += [_row("a", 4, "none", 0.1, seed, val=0.9, test=0.6), _row("b", 4, "batch", 0.1, seed, val=0.5, test=0.99)]
+        rows += [_row("a", 4, "none", 0.1, seed, val=0.9, test=0.6),
+                 _row("b", 4, "batch", 0.1, seed, val=0.5, test=0.99)]
     best = ranking.best_per_depth(pd.DataFrame(rows), nuisance=("lr",))
     assert best["norm"].tolist() == ["none"] and best["test_acc"].tolist() == pytest.approx([0.6])
 

@@ -29,7 +29,6 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from vgtune import stats as st
 from vgtune.config import FACTORS
@@ -194,7 +193,8 @@ def _effect(factor, value, cell: dict, mit: pd.DataFrame, ref: pd.DataFrame) -> 
                                       - _finite_mean(ref["grad_attenuation_final"])),
                    rescued=int((mit["diagnosis"] == "healthy").sum()), transitions="")
     row.update(baseline_acc=ref["test_acc"].mean() if len(ref) else np.nan, mitigated_acc=mit["test_acc"].mean(),
-               diverged=int((mit["status"] == "diverged").sum()), diverged_baseline=int((ref["status"] == "diverged").sum()),
+               diverged=int((mit["status"] == "diverged").sum()),
+               diverged_baseline=int((ref["status"] == "diverged").sum()),
                healthy=int((mit["diagnosis"] == "healthy").sum()),
                unhealthy_baselines=int((ref["diagnosis"] != "healthy").sum()))
     return row, test

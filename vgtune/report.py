@@ -311,7 +311,8 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
     out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": ranking.ranking(eff),
            "remedies": fair.remedies(eff), "main_effects": ranking.main_effects(evidence, nuisance),
            "best_per_depth": ranking.best_per_depth(evidence, nuisance),
-           "depth_trends": ranking.depth_trends(evidence, nuisance), "edges": fair.edges(first, nuisance, selection.metric, selection.mode)}
+           "depth_trends": ranking.depth_trends(evidence, nuisance),
+           "edges": fair.edges(first, nuisance, selection.metric, selection.mode)}
     if fair.tuned(first):  # what one shared setting would have concluded: both sides on stage 1's seeds
         shared = fair.shared_setting(first, selection.metric, selection.mode)
         fixed = ranking.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)

@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-import pandas as pd
-
 from vgtune import fair, pack, usercode
+from vgtune.runlog import final_status
 from vgtune.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.store import check_uri, resolve_uri
-from vgtune.runlog import final_status
 from vgtune.tracking import flush_all
 
 
