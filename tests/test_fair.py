@@ -59,8 +59,9 @@ def test_tuned_arms_pair_by_seed_across_different_learning_rates():
     fixed = ranking.effects(df[df["nuisance"] == "lr=0.01"], nuisance=["lr"])
     table = fair.compare(fixed, ranking.effects(df[df["selected"]], nuisance=["lr"]))
     assert shared in ("lr=0.01", "lr=0.1")
-    assert table.loc[0, "delta_test_acc_fixed"] == pytest.approx(0.1)
-    assert table.loc[0, "delta_test_acc_tuned"] == pytest.approx(0.41)
+    assert table.loc[0, "delta_val_acc_fixed"] == pytest.approx(0.1)
+    assert table.loc[0, "delta_val_acc_tuned"] == pytest.approx(0.4)
+    assert not {"verdict_fixed", "delta_test_acc_fixed"} & set(table.columns)  # ranks on validation only
 
 
 def test_a_variant_that_sets_two_keys_is_one_mitigation():
@@ -99,6 +100,14 @@ def test_a_chosen_setting_on_the_edge_of_a_grid_of_three_is_flagged():
     edges = fair.edges(fair.select(pd.DataFrame(rows)), ["lr"])
     assert edges[["arm", "chosen", "edge"]].values.tolist() == [["b", 0.1, "highest"]]
     assert "norm=batch" in edges["label"].iloc[0]
+
+
+def test_an_integer_grid_edge_is_flagged_and_a_tie_is_not():
+    rows = [_trial("b", "batch", 0.1, 0, val=0.9 if bs == 128 else 0.5, test=0.5) | {"batch_size": bs,
+            "nuisance": f"batch_size={bs}"} for bs in (32, 64, 128)]
+    df = pd.DataFrame(rows).astype({"batch_size": "int64"})
+    assert fair.edges(fair.select(df), ["batch_size"])[["chosen", "edge"]].values.tolist() == [[128, "highest"]]
+    assert fair.edges(fair.select(df.assign(val_acc=0.1)), ["batch_size"]).empty  # at chance everywhere: a tie
 
 
 def test_a_grid_of_two_has_no_edge_to_flag():

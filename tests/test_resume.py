@@ -132,3 +132,8 @@ def test_a_sweep_interrupted_in_stage_two_resumes_there(tmp_path):
         per_arm.setdefault(r.data.tags["vgtune.arm"], set()).add(r.data.params["lr"])
     assert len(per_arm) == 2 and all(len(v) == 1 for v in per_arm.values())
     assert all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(uri)
+    parents = client.search_runs([runs[0].info.experiment_id], "tags.`vgtune.role` = 'sweep'",
+                                 order_by=["start_time ASC"])
+    assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]  # one parent run per invocation
+    assert [p.data.tags["vgtune.resumed"] for p in parents] == ["false", "true"]

@@ -82,6 +82,15 @@ def test_an_interval_excludes_zero_exactly_when_the_verdict_is_helps_or_hurts(co
         assert called == (low > 0 or high < 0)
 
 
+@pytest.mark.parametrize("n,alpha,d", [(3, 0.0025, 14.66), (5, 0.001, 4.78), (10, 0.05, 0.996)])
+def test_detectable_effect_has_the_stated_power(n, alpha, d):
+    # d by a direct search over scipy's noncentral t (statsmodels' solver returns 5.5 and 3.81 for the first two).
+    found = stats._standard_mde(n, 0, alpha, 0.8)
+    assert found == pytest.approx(d, rel=2e-3) and stats.t_power(found, n, 0, alpha) == pytest.approx(0.8, abs=1e-6)
+    diffs = np.random.default_rng(1).normal(0.1, 0.05, n)
+    assert stats.Test(diffs=diffs).mde(alpha) == pytest.approx(found * np.std(diffs, ddof=1))
+
+
 def test_detectable_effect_shrinks_with_seeds_and_grows_with_the_adjustment():
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.05, 20)

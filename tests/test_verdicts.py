@@ -154,3 +154,13 @@ def test_a_sweep_without_confirmation_says_its_test_scores_are_biased():
     lines = report._evidence_lines(res["trials"], res, report.Selection(nuisance=("lr",)))
     assert any("No fresh-seed confirmation" in line for line in lines)
     assert not math.isnan(res["effects"]["delta_test_acc"].iloc[0])
+
+
+def test_a_diverged_pack_member_scores_chance_while_the_others_train_on():
+    from vgtune.pack import train_pack
+
+    cfgs = [TrainConfig(depth=3, width=4, epochs=2, lr=lr, diverge_loss=10.0) for lr in (0.05, 1e6)]
+    ok, ran_away = train_pack(cfgs)
+    chance = majority_share(data_mod.load(data_config(TrainConfig())).y_test)
+    assert ran_away.status == "diverged" and ran_away.summary["test_acc"] == pytest.approx(chance)
+    assert ok.status == "completed" and ok.summary["test_acc"] > chance

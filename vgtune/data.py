@@ -315,7 +315,12 @@ def _raw(cfg_key: tuple) -> tuple:
 
 @functools.lru_cache(maxsize=4)
 def _load_cpu(cfg_key: tuple) -> TensorData:
-    cfg = DataConfig(*cfg_key)
+    """A fixed split, cached: every trial of a sweep shares it."""
+    return _assemble(DataConfig(*cfg_key))
+
+
+def _assemble(cfg: DataConfig) -> TensorData:
+    """Split and normalize the (cached) raw data as `cfg` says."""
     raw = _raw(dataclasses.astuple(dataclasses.replace(cfg, val_seed=None)))
     if usercode.is_reference(cfg.name):
         (x_train, y_train, x_val, y_val, x_test, y_test), classes = raw
@@ -353,4 +358,6 @@ def load(cfg: DataConfig) -> TensorData:
                          f"got {cfg.val_fraction} and {cfg.test_fraction}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"limit must be a positive integer or null, got {cfg.limit!r}")
-    return _load_cpu(dataclasses.astuple(cfg))
+    if cfg.val_seed is None:
+        return _load_cpu(dataclasses.astuple(cfg))
+    return _assemble(cfg)  # a seed's own split: one per trial, built from the cached raw data and not kept

@@ -11,6 +11,7 @@ average over all arms (`fixed`).
 from __future__ import annotations
 
 import math
+import numbers
 
 import pandas as pd
 
@@ -23,6 +24,11 @@ SELECTION_METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  
 def tuned(df: pd.DataFrame) -> bool:
     """Whether the trials carry nuisance settings to choose between."""
     return "nuisance" in df.columns and df["nuisance"].fillna("").astype(str).str.len().gt(0).any()
+
+
+def finished(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials that ended with a score to choose on: completed, stopped, or diverged (scored at chance)."""
+    return df[df["status"].isin(STATUSES[:3])]
 
 
 def _scores(df: pd.DataFrame, metric: str, mode: str) -> pd.Series:
@@ -39,8 +45,7 @@ def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.D
                          f"valid: {', '.join(SELECTION_METRICS)}")
     if not tuned(df):
         return df.assign(selected=True)
-    done = df[df["status"].isin(STATUSES[:3])]  # finished: completed, diverged (chance score) or stopped
-    scores = _scores(done, metric, mode)
+    scores = _scores(finished(df), metric, mode)
     best = scores.groupby(level="arm").idxmax() if mode == "max" else scores.groupby(level="arm").idxmin()
     chosen = {arm: setting for arm, (_, setting) in best.items()}
     return df.assign(selected=df["nuisance"] == df["arm"].map(chosen))
@@ -48,21 +53,23 @@ def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.D
 
 def shared_setting(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> str:
     """The one nuisance setting best on average over every arm: what a single shared setting would be."""
-    done = ranking.scored(df)
-    per_setting = _scores(done, metric, mode).groupby(level="nuisance").mean()
+    per_setting = _scores(finished(df), metric, mode).groupby(level="nuisance").mean()
     return str(per_setting.idxmax() if mode == "max" else per_setting.idxmin())
 
 
 def compare(fixed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """Per depth and cell, each mitigation's rank and verdict at the shared setting next to tuned ones."""
+    """Per depth and cell, each mitigation's rank (by validation effect) at the shared setting next to tuned ones.
+
+    Ranks only, on validation data: the verdicts a report states come from its fresh seeds alone, and the
+    family-wise error rate counts those."""
     cells = ["depth", *ranking.cell_columns(chosen)]
-    cols = ["mitigation", *cells, "rank", "delta_test_acc", "verdict"]
+    cols = ["mitigation", *cells, "rank", "delta_val_acc"]
     a = fixed.reindex(columns=cols + ["nuisance"])
     b = chosen.reindex(columns=cols + ["nuisance"])
     a[cells[1:]], b[cells[1:]] = a[cells[1:]].map(ranking.label), b[cells[1:]].map(ranking.label)
     both = a.drop(columns="nuisance").merge(b, on=["mitigation", *cells], how="outer", suffixes=("_fixed", "_tuned"))
     both = both.rename(columns={"nuisance": "nuisance_tuned"})
-    both["changed"] = ((both["rank_fixed"] != both["rank_tuned"]) | (both["verdict_fixed"] != both["verdict_tuned"]))
+    both["changed"] = both["rank_fixed"] != both["rank_tuned"]
     return both.sort_values([*cells, "rank_tuned", "mitigation"]).reset_index(drop=True)
 
 
@@ -105,7 +112,7 @@ def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str =
     if not tuned(df) or "selected" not in df.columns:
         return pd.DataFrame(columns=["arm", "label", "option", "chosen", "edge", "tried"])
     label = arm_labels(df, nuisance)
-    scores = _scores(df[df["status"].isin(STATUSES[:3])], metric, mode)
+    scores = _scores(finished(df), metric, mode)
     rows = []
     for arm, g in df.groupby("arm"):
         chosen = g[g["selected"]]
@@ -113,7 +120,7 @@ def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str =
         if len(ranked) < 2 or ranked.iloc[0] == ranked.iloc[1]:
             continue
         for key in nuisance:
-            tried = sorted(v for v in pd.unique(g[key]) if isinstance(v, (int, float)))
+            tried = sorted(v for v in pd.unique(g[key]) if isinstance(v, numbers.Real) and not isinstance(v, bool))
             if len(tried) < 3 or chosen.empty:
                 continue
             value = chosen[key].iloc[0]

@@ -50,12 +50,13 @@ def scored(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def at_least_chance(df: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracies floored at the chance rate (`chance_acc`, the test split's majority-class share): a
-    network worse than always giving the commonest answer has failed like a diverged one, and two failures
-    differ by nothing a verdict should report."""
-    if "chance_acc" not in df.columns:
-        return df
-    return df.assign(test_acc=df["test_acc"].clip(lower=df["chance_acc"].fillna(0.0)))
+    """Accuracies floored at the chance rate (`chance_acc`, `chance_val_acc`: each split's majority-class share):
+    a network worse than always giving the commonest answer has failed like a diverged one, and two failures
+    differ by nothing a verdict should report. The report's tables all read these scores; trials.csv keeps the
+    measured accuracies."""
+    floors = {acc: chance for acc, chance in (("test_acc", "chance_acc"), ("val_acc", "chance_val_acc"))
+              if chance in df.columns}
+    return df.assign(**{acc: df[acc].clip(lower=df[chance].fillna(0.0)) for acc, chance in floors.items()})
 
 
 def varying(df: pd.DataFrame, columns) -> list[str]:
@@ -154,8 +155,9 @@ def _judge(out: pd.DataFrame, tests: list[st.Test], correction: str) -> pd.DataF
     """Adjusted p, interval, detectable effect and verdict of every row, as one family."""
     p_adjusted, levels = st.adjust(np.array([t.p_value() for t in tests]), correction)
     intervals = [t.interval(a) if not np.isnan(a) else (np.nan, np.nan) for t, a in zip(tests, levels)]
+    level = st.mde_level(int((~np.isnan(p_adjusted)).sum()), correction)
     return out.assign(ci_low=[lo for lo, _ in intervals], ci_high=[hi for _, hi in intervals], p_adjusted=p_adjusted,
-                      mde=[t.mde(a) if not np.isnan(a) else np.nan for t, a in zip(tests, levels)],
+                      mde=[t.mde(level) for t in tests],
                       verdict=[st.verdict(p, m) for p, m in zip(p_adjusted, out["delta_test_acc"])])
 
 

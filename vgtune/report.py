@@ -48,7 +48,7 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
     cols = (list(CONTRACT_FACTORS + RESULTS + THEORY) + ["arm", "nuisance", "selected", "variant", "stage",
-                                                         "chance_acc"]
+                                                         "chance_acc", "chance_val_acc"]
             + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"])
     return df.reindex(columns=cols)
 
@@ -71,7 +71,7 @@ def _representatives(df: pd.DataFrame, limit: int = 6) -> list[tuple[str, list[f
     deep = scored[scored["depth"] == scored["depth"].max()]
     rows = []
     for diagnosis, g in deep.groupby("diagnosis"):
-        best = g.sort_values("test_acc").iloc[-1]
+        best = g.sort_values("val_acc").iloc[-1]
         norms = [best[c] for c in cols if pd.notna(best[c])]
         label = f"{best['activation']}/{best['init']}/{best['norm']}/{best['residual']}"
         rows.append((label, norms, diagnosis))
@@ -167,13 +167,12 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
     deep = table[(table["depth"] == table["depth"].max()) & table["changed"]]
     shared = table["shared"].iloc[0]
     if deep.empty:
-        return [f"On stage 1's seeds, one shared setting ({shared}, the best on average) would give every rank "
-                "and verdict at the deepest depth that each arm's own setting gives."]
+        return [f"On stage 1's seeds, one shared setting ({shared}, the best on average) would rank every "
+                "mitigation at the deepest depth as each arm's own setting does."]
     moves = [f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}: rank "
-             f"{_fmt(r['rank_fixed'])} -> {_fmt(r['rank_tuned'])}, {r['verdict_fixed']} -> {r['verdict_tuned']}"
-             for _, r in deep.iterrows()]
+             f"{_fmt(r['rank_fixed'])} -> {_fmt(r['rank_tuned'])}" for _, r in deep.iterrows()]
     return [f"On stage 1's seeds, at one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) "
-            f"at the deepest depth rank or are judged differently than at each arm's own setting: "
+            f"at the deepest depth rank differently (by validation effect) than at each arm's own setting: "
             + "; ".join(moves) + "."]
 
 
@@ -215,12 +214,12 @@ def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: S
         else:
             lines.append(f"{how}. **No fresh-seed confirmation** (a sweep from before `confirm:`): the test "
                          "accuracies below come from the seeds that chose the settings, so they are biased up.")
-    diverged = evidence[evidence["status"] == "diverged"]
-    if len(diverged):
-        chance = diverged["chance_acc"].dropna() if "chance_acc" in diverged else pd.Series(dtype=float)
-        rate = f" ({chance.iloc[0]:.3f} here)" if len(chance) else ""
-        lines.append(f"{len(diverged)} compared trial(s) diverged: each scores the chance rate, the test split's "
-                     f"majority-class share{rate}, not its broken network's output.")
+    chance = evidence["chance_acc"].dropna() if "chance_acc" in evidence else pd.Series(dtype=float)
+    if len(chance):  # a sweep from before chance scores evaluated its diverged networks: no claim then
+        diverged = int((evidence["status"] == "diverged").sum())
+        lines.append(f"{diverged} compared trial(s) diverged: each scores the chance rate (the test split's "
+                     f"majority-class share, {chance.iloc[0]:.3f}), not its broken network's output; no trial "
+                     "scores below that rate, so two failed networks do not differ.")
     stopped = evidence[evidence["status"] == "stopped"]
     if len(stopped):
         lines.append(f"{len(stopped)} compared trial(s) were stopped early (gradient collapse), so their "
@@ -304,8 +303,11 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
     df = stages(df)
     first = fair.select(df[df["stage"] == "select"], selection.metric, selection.mode)
     confirmed = df[df["stage"] == "confirm"].assign(selected=True)
+    if len(first) and len(confirmed):  # what stage 2 ran is what stage 1 chose, as recorded
+        ran = first["arm"].map(dict(zip(confirmed["arm"], confirmed["nuisance"])))
+        first = first.assign(selected=(first["nuisance"] == ran).where(ran.notna(), first["selected"]).astype(bool))
     df = pd.concat([first, confirmed]) if len(first) else confirmed
-    evidence = confirmed if len(confirmed) else first[first["selected"]]
+    evidence = ranking.at_least_chance(confirmed if len(confirmed) else first[first["selected"]])
     nuisance, correction = selection.nuisance, selection.correction
     eff = ranking.effects(evidence, nuisance=nuisance, correction=correction)
     out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": ranking.ranking(eff),
@@ -336,7 +338,7 @@ TITLES = {"ranking": "Mitigation ranking at the deepest depth, per cell (ranked 
                       "with its adjusted interval)",
           "edges": "Arms whose chosen setting lies on the edge of its grid (extend the grid)",
           "remedies": "What each mitigation restores at the deepest depth",
-          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own, both on stage 1's seeds (rank and verdict)",
+          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own, on stage 1's seeds (rank by validation)",
           "effects": "Effect per mitigation, depth and cell",
           "main_effects": "Main effects", "best_per_depth": "Best configuration per depth",
           "depth_trends": "Accuracy drops with depth: vanishing or degradation?"}

@@ -25,7 +25,8 @@ from vgtune.config import param_text
 from vgtune.store import client_for, experiment_id, git_commit
 from vgtune.writer import Unavailable
 
-EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "grad_attenuation", "dead_frac",
+EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "chance_val_acc", "grad_attenuation",
+              "dead_frac",
               "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)

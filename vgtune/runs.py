@@ -30,7 +30,8 @@ from vgtune.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                  "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted", "chance_acc")
+                  "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted", "chance_acc",
+                  "chance_val_acc")
 
 
 class UnknownExperiment(ValueError):

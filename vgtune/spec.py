@@ -110,7 +110,7 @@ class SweepSpec:
     @property
     def stage(self) -> str:
         """What `trials` are: `select` (stage 1 of a sweep with nuisance options) or `confirm`."""
-        return "select" if self.nuisance else "confirm"
+        return _stage(self.nuisance)
 
     @property
     def arms(self) -> list[str]:
@@ -478,7 +478,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
         for setting in settings:
             for s in seeds:
                 trials.append(_train_config(where, values | setting | s).to_dict())
-                meta.append(trial_meta(trials[-1], list(nuisance), variant) | {"stage": STAGES[0 if nuisance else 1]})
+                meta.append(trial_meta(trials[-1], list(nuisance), variant) | {"stage": _stage(nuisance)})
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
     checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
@@ -491,6 +491,11 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
                      checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
                      nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials), confirm=confirm,
                      correction=correction)
+
+
+def _stage(nuisance) -> str:
+    """The stage a spec's own trials are: select where there are nuisance options to choose, else confirm."""
+    return STAGES[0] if nuisance else STAGES[1]
 
 
 def _choice(raw: dict, key: str, valid: tuple[str, ...]) -> str:

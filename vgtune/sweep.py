@@ -68,6 +68,7 @@ class SweepOutcome:
     parent_run_id: str | None = None  # this invocation's MLflow sweep run
     chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting stage 1 chose for it
     planned: int = 0  # trials of the stages that ran (a stage not reached counts none)
+    write_failures: int = 0  # MLflow writes given up on
 
     @property
     def finished(self) -> int:
@@ -180,7 +181,7 @@ class Stage:
 
 
 def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
-           parent_run_id: str | None):
+           parent_run_id: str | None, earlier_failures: int = 0):
     from ray import tune
 
     from vgtune.progress import ProgressLine
@@ -197,7 +198,8 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         sweep_params |= {"nuisance": ",".join(spec.nuisance), "confirm": str(spec.confirm)}
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
                             spec.total_trials, stopper, factors=spec.factors, params=sweep_params,
-                            parent_run_id=parent_run_id, ends_sweep=stage.ends_sweep)
+                            parent_run_id=parent_run_id, ends_sweep=stage.ends_sweep,
+                            earlier_failures=earlier_failures)
     if options.verbose >= 2:  # Tune's full status table
         reporter = tune.CLIReporter(
             parameter_columns={f"trial/train/{k}": k for k in spec.factors},
@@ -295,16 +297,31 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     outcome.signal = signum()
     if outcome.unfinished or not spec.confirm:
         return outcome
-    outcome.chosen = choose(spec, outcome.trials)
-    second = Stage("confirm", spec.confirm_items(outcome.chosen), confirm_folder, ends_sweep=True)
-    return _merge(outcome, run(second, outcome.parent_run_id, in_stage2), signum())
+    try:
+        outcome.chosen = choose(spec, outcome.trials)
+        second = Stage("confirm", spec.confirm_items(outcome.chosen), confirm_folder, ends_sweep=True)
+        if not second.items:
+            _end_parent(uri, outcome.parent_run_id, "FINISHED")
+            return outcome
+        return _merge(outcome, run(second, outcome.parent_run_id, in_stage2, outcome.write_failures), signum())
+    except BaseException:  # Ctrl-C between the stages, or stage 2 failed to start: the sweep run ends here
+        _end_parent(uri, outcome.parent_run_id, "KILLED")
+        raise
+
+
+def _end_parent(uri: str, run_id: str | None, status: str) -> None:
+    """End the sweep's MLflow parent run from the driver (stage 2 never started, so no writer will)."""
+    if run_id is not None:
+        from vgtune.store import client_for
+
+        client_for(uri).set_terminated(run_id, status)
 
 
 def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
-         parent_run_id: str | None, resume: bool) -> SweepOutcome:
+         parent_run_id: str | None, resume: bool, earlier_failures: int = 0) -> SweepOutcome:
     """Run (or, resuming, continue) one stage; its outcome."""
     tuner = (_restore(spec, storage / stage.folder) if resume
-             else _tuner(spec, options, uri, sweep_id, storage, stage, parent_run_id))
+             else _tuner(spec, options, uri, sweep_id, storage, stage, parent_run_id, earlier_failures))
     concurrency = _concurrency(spec)
     t0 = time.perf_counter()
     try:
@@ -317,7 +334,8 @@ def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storag
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     parent = next((t.parent_run_id for t in trackers if t.parent_run_id), parent_run_id)
     return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
-                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, planned=len(stage.items))
+                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, planned=len(stage.items),
+                        write_failures=sum(len(t.writer.failures) for t in trackers))
 
 
 def _restorable(path: Path) -> bool:
@@ -338,11 +356,11 @@ def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> Swe
     """Both stages as one sweep's outcome (stage 1's folder; the concurrency of the longer stage)."""
     longer = first if first.wall_seconds >= second.wall_seconds else second
     return dataclasses.replace(
-        second, path=first.path if first.wall_seconds else second.path,
-        wall_seconds=first.wall_seconds + second.wall_seconds, concurrency=longer.concurrency,
+        second, wall_seconds=first.wall_seconds + second.wall_seconds, concurrency=longer.concurrency,
         trials=first.trials + second.trials, unfinished=first.unfinished + second.unfinished, signal=signum,
         experiment_id=second.experiment_id or first.experiment_id, tune_trials=first.tune_trials + second.tune_trials,
-        chosen=first.chosen, planned=first.planned + second.planned)
+        chosen=first.chosen, planned=first.planned + second.planned,
+        write_failures=first.write_failures + second.write_failures)
 
 
 def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
@@ -351,6 +369,11 @@ def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
                          spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
     picked = fair.select(pd.DataFrame(rows), spec.metric, spec.mode)
     chosen = picked[picked["selected"]].drop_duplicates("arm")
+    missing = [arm for arm in spec.arms if arm not in set(chosen["arm"])]
+    if missing:
+        logging.getLogger("vgtune").warning(
+            "stage 2: %d of %d arms had no finished stage-1 trial (every one errored) and are not confirmed",
+            len(missing), len(spec.arms))
     return dict(zip(chosen["arm"], chosen["nuisance"]))
 
 

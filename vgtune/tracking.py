@@ -38,7 +38,7 @@ class MLflowTracker(tune.Callback):
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
                  stopper: GradientCollapseStopper | None = None, factors: list[str] | None = None,
                  params: dict[str, str] | None = None, retries: int = 8, parent_run_id: str | None = None,
-                 ends_sweep: bool = True):
+                 ends_sweep: bool = True, earlier_failures: int = 0):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
@@ -50,12 +50,15 @@ class MLflowTracker(tune.Callback):
         self.retries = retries  # attempts of a failing write after the first
         self.parent = parent_run_id  # an earlier stage's parent run to continue (None: create one)
         self.ends_sweep = ends_sweep  # False for stage 1 of two: its parent run goes on into stage 2
+        self.earlier_failures = earlier_failures  # writes stage 1 gave up on, counted on the parent run at the end
         self.unfinished = 0  # trials that had not ended when the experiment did (an interrupted sweep)
         self._ended: set[str] = set()  # trial ids that completed or errored in this invocation
         self._writer: WriterProcess | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
-        return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0}
+        # A restored copy runs in a new invocation, which makes its own parent run (`--resume` says so).
+        return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0, "parent": None,
+                                      "earlier_failures": 0}
 
     @property
     def writer(self) -> WriterProcess:
@@ -106,7 +109,8 @@ class MLflowTracker(tune.Callback):
         self.unfinished = sum(tid not in done for t in trials for tid, _, _ in units(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
         if self.unfinished or self.ends_sweep:
-            self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
+            self.writer.submit("finish", len(state["failures"]) + self.earlier_failures,
+                               "KILLED" if self.unfinished else "FINISHED")
             self.writer.flush()
 
     # -- trials: the hooks hand over, the writer process writes ------------------

@@ -214,7 +214,9 @@ def finish(result: TrialResult, thresholds: Thresholds) -> TrialResult:
     if final or result.status == "diverged":
         result.diagnosis = diagnose(result.status, att_final, final.get("dead_frac", 0.0),
                                     final.get("saturated_frac", 0.0), thresholds)
-    if result.status == "diverged":  # a network that ran away is scored at chance, never evaluated
+    # A network that ran away scores chance, never its output: record_epoch did so for a runaway loss; here too
+    # for a non-finite final gradient found just above, whose last epoch had been evaluated.
+    if result.status == "diverged":
         last = last | {"val_acc": result.summary.get("chance_val_acc", math.nan),
                        "test_acc": result.summary.get("chance_acc", math.nan)}
     result.summary.update({
@@ -365,7 +367,8 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
     status = "diverged" if runaway else ("completed" if epoch == cfg.epochs else "running")
     val_acc, test_acc, eval_seconds = (*s.chance, accs[2]) if runaway else accs  # never a broken network's score
     row = {"epoch": epoch, "train_loss": ep.train_loss, "train_acc": ep.train_acc, "val_acc": val_acc,
-           "test_acc": test_acc, "chance_acc": s.chance[1], "eval_seconds": eval_seconds, **run.latest,
+           "test_acc": test_acc, "chance_acc": s.chance[1], "chance_val_acc": s.chance[0],
+           "eval_seconds": eval_seconds, **run.latest,
            "status": status}
     if run.latest:
         row["diagnosis"] = diagnose(status, run.latest["grad_attenuation"], run.latest["dead_frac"],
