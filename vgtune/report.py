@@ -121,7 +121,7 @@ def _best_lines(res: dict[str, pd.DataFrame], correction: str) -> list[str]:
     if rank.empty:
         return []
     depth = eff["depth"].max()
-    adjusted = {"holm": ", Holm-adjusted", "bh": ", BH-adjusted", "none": ""}[correction]
+    adjusted = {"holm": " at its Holm level", "bh": " at its BH level", "none": ""}[correction]
     lines = []
     # The activation comparison (across activations) is context for the rest, not a "best mitigation".
     for _, best in rank[(rank["rank"] == 1) & ~rank["mitigation"].str.startswith("activation=")].iterrows():
@@ -215,8 +215,8 @@ def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: S
             lines.append(f"{how}. **No fresh-seed confirmation** (a sweep from before `confirm:`): the test "
                          "accuracies below come from the seeds that chose the settings, so they are biased up.")
     chance = evidence["chance_acc"].dropna() if "chance_acc" in evidence else pd.Series(dtype=float)
-    if len(chance):  # a sweep from before chance scores evaluated its diverged networks: no claim then
-        diverged = int((evidence["status"] == "diverged").sum())
+    diverged = int((evidence["status"] == "diverged").sum())
+    if len(chance) and diverged:  # a sweep from before chance scores evaluated its diverged networks: no claim then
         lines.append(f"{diverged} compared trial(s) diverged: each scores the chance rate (the test split's "
                      f"majority-class share, {chance.iloc[0]:.3f}), not its broken network's output; no trial "
                      "scores below that rate, so two failed networks do not differ.")
