@@ -340,9 +340,9 @@ def train_pack(cfgs: list[TrainConfig],
     for epoch in range(live[0].run.start + 1, cfg.epochs + 1):
         fused.set_members([m.s.model for m in live])
         passes = _train_epoch(fused, live, epoch, steps, probe_every)
-        # Evaluation runs member by member, on each member's own modules: on CPU one fused pass over
-        # large evaluation batches is slower than M separate ones.
-        accs = {m.index: train_mod.timed_evaluate(m.s) for m in live}
+        # Evaluation (and the last epoch's final probe) runs member by member, on each member's own
+        # modules: on CPU one fused pass over large evaluation batches is slower than M separate ones.
+        accs = {m.index: train_mod.evaluate_epoch(m.s, m.run.result, epoch, passes[m.index]) for m in live}
         reports = {m.index: train_mod.record_epoch(m.s, m.run, epoch, passes[m.index], accs[m.index], thresholds)
                    for m in live}
         stops = (on_epoch(reports) if on_epoch is not None else None) or set()

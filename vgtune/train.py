@@ -143,7 +143,8 @@ def _loss(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def measure_init(s: Setup, batches: int) -> list[dict[str, list[float]]]:
-    """Gradient-flow probes of `batches` batches before any update (weights untouched)."""
+    """Gradient-flow probes of `batches` batches, weights untouched (before any update; `final_probe` after
+    the last: the same batches)."""
     records = []
     gen = torch.Generator().manual_seed(s.cfg.seed + 1)
     stream = data_mod.train_batches(s.data.x_train, s.data.y_train, s.cfg.batch_size, gen)
@@ -305,6 +306,31 @@ def timed_evaluate(s: Setup) -> tuple[float, float, float]:
     return val_acc, test_acc, time.perf_counter() - t0
 
 
+def final_probe(s: Setup, result: TrialResult, ep: EpochPass) -> None:
+    """The last epoch's probe, averaged as the init probe is: with init_probe_batches - 1 more batches.
+
+    Runs after the last update and its evaluation, and updates nothing (a BatchNorm net's running
+    statistics move with the batches, as at init); the update ratio stays the training step's.
+    """
+    if ep.series is None or s.cfg.init_probe_batches < 2:
+        return
+    series = mean_series([ep.series] + measure_init(s, s.cfg.init_probe_batches - 1))
+    series["update_ratio"] = ep.series["update_ratio"]
+    if result.layers and result.layers[-1]["series"] is ep.series:
+        result.layers[-1]["series"] = series
+    ep.series = series
+
+
+def evaluate_epoch(s: Setup, result: TrialResult, epoch: int, ep: EpochPass) -> tuple[float, float, float]:
+    """(val_acc, test_acc, eval_seconds) of an epoch; after the last one that did not diverge, the final
+    probe too (`final_probe`, its seconds counted with the evaluation's)."""
+    t0 = time.perf_counter()
+    val_acc, test_acc = evaluate(s)
+    if epoch == s.cfg.epochs and math.isfinite(ep.train_loss) and ep.train_loss <= s.cfg.diverge_loss:
+        final_probe(s, result, ep)
+    return val_acc, test_acc, time.perf_counter() - t0
+
+
 @dataclass
 class Run:
     """One trial's state between epochs (the pack trainer keeps one per member)."""
@@ -389,7 +415,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     for epoch in range(run.start + 1, cfg.epochs + 1):
         ep = _train_epoch(s, run.result, epoch, steps, probe_every, run.init_records)
         run.init_records = None
-        report = record_epoch(s, run, epoch, ep, timed_evaluate(s), thresholds)
+        report = record_epoch(s, run, epoch, ep, evaluate_epoch(s, run.result, epoch, ep), thresholds)
         if ends(run, report, on_epoch(report) if on_epoch is not None else None):
             break
     return finish(run.result, thresholds)
@@ -406,5 +432,5 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
-           "evaluate", "timed_evaluate", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
+           "evaluate", "timed_evaluate", "evaluate_epoch", "final_probe", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
            "lr_at", "set_lr", "epoch_batches", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
