@@ -84,8 +84,8 @@ def profile(grad_norms: list[float]) -> dict[str, float]:
     nan = {name: math.nan for name in PROFILE}
     if len(grad_norms) < 2 or not all(math.isfinite(g) for g in grad_norms):
         return nan
-    drops = [attenuation(grad_norms[l - 1:l + 1]) for l in range(1, len(grad_norms))]
-    seen = [(d, l + 2) for l, d in enumerate(drops) if not math.isnan(d)]  # NaN: 0 -> 0, already lost
+    drops = [attenuation(grad_norms[i - 1:i + 1]) for i in range(1, len(grad_norms))]  # across block i + 1
+    seen = [(d, i + 2) for i, d in enumerate(drops) if not math.isnan(d)]  # NaN: 0 -> 0, already lost
     if not seen:
         return nan
     worst, block = min(seen)

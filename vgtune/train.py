@@ -432,5 +432,6 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
-           "evaluate", "timed_evaluate", "evaluate_epoch", "final_probe", "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
+           "evaluate", "timed_evaluate", "evaluate_epoch", "final_probe",
+           "measure_init", "begin", "record_epoch", "ends", "finish", "record_init",
            "lr_at", "set_lr", "epoch_batches", "data_config", "model_config", "OPTIMIZERS", "STATUSES"]
