@@ -15,6 +15,7 @@ SUITES = {
     "sweep": "bench.sweep",
     "ceiling": "bench.ceiling",
     "pack": "bench.pack",
+    "theory": "bench.theory",
 }
 
 
