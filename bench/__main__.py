@@ -16,6 +16,7 @@ SUITES = {
     "ceiling": "bench.ceiling",
     "pack": "bench.pack",
     "stats": "bench.stats",
+    "theory": "bench.theory",
 }
 
 

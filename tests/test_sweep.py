@@ -111,6 +111,10 @@ def test_theory_columns_and_the_phase_diagram_reach_the_report(tmp_path):
     assert plain["grad_attenuation_predicted"].notna().all() and (plain["theory"] == "mean field").all()
     assert (plain.groupby("init_scale")["chi1"].mean().diff().dropna() > 0).all()  # larger weights, larger chi1
     assert bn["grad_attenuation_predicted"].isna().all() and (bn["theory"] == "n/a: batch norm").all()
+    # the final probe's profile, through MLflow: a block of each stack, and the total over its transitions
+    assert trials["worst_drop_block"].between(2, trials["depth"]).all()
+    assert (trials["decades_per_block"] * (trials["depth"] - 1)).tolist() == pytest.approx(
+        trials["grad_attenuation_final"].tolist(), rel=1e-9)
     assert (folder / "phase_accuracy.png").stat().st_size > 0 and (folder / "theory_vs_measured.png").exists()
     critical = pd.read_csv(folder / "theory_critical.csv")
     assert critical.loc[0, "activation"] == "tanh" and abs(critical.loc[0, "critical_sigma_w2"] - 1) < 1e-3

@@ -108,3 +108,24 @@ def test_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters():
     cos = TrainConfig(epochs=4, lr=0.1, lr_schedule="cosine")
     assert lr_at(cos, 1) == 0.1 and lr_at(cos, 3) == pytest.approx(0.05)
     assert lr_at(TrainConfig(lr=0.1), 5) == 0.1
+
+
+def test_the_final_attenuation_averages_as_many_batches_as_the_initial_one():
+    """The last probe = the last step's probe averaged with init_probe_batches - 1 batches of the final weights."""
+    from vgtune.gradflow import attenuation, mean_series
+    from vgtune.train import measure_init, setup
+
+    base = dict(depth=6, width=8, activation="tanh", epochs=1, seed=3)
+    single = train(TrainConfig(**base, init_probe_batches=1))  # the last step's probe alone
+    saved = {}
+    cfg = TrainConfig(**base, init_probe_batches=3)
+    averaged = train(cfg, on_epoch=lambda r: saved.update(r.state()) if r.final else None)
+    s = setup(cfg)
+    s.model.load_state_dict(saved["model"])
+    expected = mean_series([single.layers[-1]["series"]] + measure_init(s, 2))
+    got = averaged.layers[-1]["series"]
+    assert got["grad_norm"] == pytest.approx(expected["grad_norm"], rel=1e-6)
+    assert got["grad_norm"] != pytest.approx(single.layers[-1]["series"]["grad_norm"], rel=1e-3)
+    assert got["update_ratio"] == single.layers[-1]["series"]["update_ratio"]  # the training step's
+    assert averaged.summary["grad_attenuation_final"] == pytest.approx(attenuation(expected["grad_norm"]))
+    assert averaged.history[-1]["grad_attenuation"] == averaged.summary["grad_attenuation_final"]

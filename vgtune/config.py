@@ -13,6 +13,8 @@ Trials-table columns (`trials.csv`), in this order:
 - the results `status, diagnosis, test_acc, val_acc, train_loss,
   grad_attenuation_init, grad_attenuation_final, train_seconds, epochs_run,
   mlflow_run_id` (`RESULTS`);
+- where the final probe loses its gradient `worst_drop_block, worst_drop_decades,
+  decades_per_block` (`PROFILE`, see `vgtune.gradflow.profile`);
 - the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
   (`THEORY`, see `vgtune.theory`);
 - `arm, nuisance, selected, variant, stage` (`ARM_COLUMNS`, see `vgtune.fair`),
@@ -139,6 +141,7 @@ CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", 
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
 RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
            "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
+PROFILE = ("worst_drop_block", "worst_drop_decades", "decades_per_block")  # vgtune.gradflow.profile
 # The mean-field prediction beside the measurement (vgtune.theory); `theory` says why one is empty.
 THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
 # Fair comparisons (vgtune.fair): the trial's arm (a stable id of its scientific factors), its nuisance

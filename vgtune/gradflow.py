@@ -8,11 +8,19 @@ step it records, for every block l with output h_l:
     weight_grad_norm  ||dL/dW_l||            over the block's parameters
     update_ratio      ||dW_l|| / ||W_l||     of the optimizer step (healthy ~1e-3)
     act_mean, act_std of h_l                 signal propagation (Brock et al. 2021)
-    dead_frac         ReLU family: share of units never positive over the batch
-    saturated_frac    sigmoid/tanh: share of activations with f'(z) / max f' < eps
+    dead_frac         ReLU family: share of units whose derivative is (near) zero on every example
+    saturated_frac    sigmoid/tanh: share of activations whose derivative is (near) zero
 
-and the attenuation log10(||dL/dh_1|| / ||dL/dh_L||): ~0 healthy, -5 means the
-first block receives 10^5 x less gradient than the last (vanishing).
+"(Near) zero" is |f'(z)| below `saturation_eps` of the activation's largest |f'|, with f'
+taken by autograd at the activation's input z: for ReLU a dead unit is one never positive
+over the batch; for leaky ReLU (slope 0.01) one negative on every example; for ELU and SELU
+one below z = ln(eps) ~ -3 on every example; for GELU and SiLU one deep in the negative
+tail, or at the zero of f', on every example.
+
+From the per-block gradient norms: the attenuation log10(||dL/dh_1|| / ||dL/dh_L||) (~0
+healthy, -5 means the first block receives 10^5 x less gradient than the last: vanishing)
+and its profile (`profile`): the block across which the gradient falls most and the mean
+rate in decades per block.
 
 Norms are accumulated in float64 (`norm`), so a gradient whose elements are
 ~1e-23 (their squares underflow float32) still reads exactly; a gradient that
@@ -31,7 +39,8 @@ import torch
 import torch.nn as nn
 
 from vgtune import checks
-from vgtune.models import ACTIVATIONS, RELU_FAMILY
+from vgtune.config import PROFILE
+from vgtune.models import ACTIVATIONS, RELU_FAMILY, SATURATING
 
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
           "dead_frac", "saturated_frac")
@@ -63,6 +72,27 @@ def attenuation(grad_norms: list[float]) -> float:
     return math.log10(first) - math.log10(last)
 
 
+def profile(grad_norms: list[float]) -> dict[str, float]:
+    """Where the gradient is lost, from per-block gradient norms (blocks in probe order).
+
+    The gradient reaches h_{l-1} from h_l across block l, changing by log10(g_{l-1} / g_l)
+    decades; `worst_drop_block` is the l (1-based, 2..L) where that change is lowest and
+    `worst_drop_decades` the change (negative when the gradient shrinks, -inf where it
+    becomes exactly 0). `decades_per_block` is the attenuation over the L - 1 transitions.
+    All NaN for a single block or a non-finite norm.
+    """
+    nan = {name: math.nan for name in PROFILE}
+    if len(grad_norms) < 2 or not all(math.isfinite(g) for g in grad_norms):
+        return nan
+    drops = [attenuation(grad_norms[i - 1:i + 1]) for i in range(1, len(grad_norms))]  # across block i + 1
+    seen = [(d, i + 2) for i, d in enumerate(drops) if not math.isnan(d)]  # NaN: 0 -> 0, already lost
+    if not seen:
+        return nan
+    worst, block = min(seen)
+    return {"worst_drop_block": float(block), "worst_drop_decades": worst,
+            "decades_per_block": attenuation(grad_norms) / (len(grad_norms) - 1)}
+
+
 @dataclass
 class Thresholds:
     """When `diagnose` calls a trial unhealthy."""
@@ -71,7 +101,7 @@ class Thresholds:
     vanishing: float = -2.0  # attenuation <= this: the first block gets 1/100 of the last's
     dead: float = 0.5  # mean dead-unit fraction over blocks >= this names a vanishing gradient 'dead'
     saturated: float = 0.5  # mean saturated fraction >= this names a vanishing gradient 'saturated'
-    saturation_eps: float = 0.05  # f'(z) below this share of its maximum counts as saturated
+    saturation_eps: float = 0.05  # |f'(z)| below this share of its maximum counts as (near) zero: saturated / dead
 
     def validate(self) -> None:
         """Raise ValueError naming the bad threshold and its allowed range."""
@@ -118,6 +148,7 @@ class GradFlowProbe:
         # Dead / saturated units are counted at each block's last `activation` module; a block without one
         # (a functional activation, say) reads NaN there: not measured.
         self.acts = [last_activation(b, activation) for b in self.blocks]
+        self.slopes = [max_slope(a) if a is not None else math.nan for a in self.acts]  # max |f'| per block
         self._grads: list[torch.Tensor | None] = []  # ||dL/dh_l|| per block
         self._moments: list[torch.Tensor | None] = []  # (mean, std) of h_l
         self._units: list[torch.Tensor | None] = []  # (dead, saturated) fractions
@@ -132,7 +163,7 @@ class GradFlowProbe:
         for i, (block, act) in enumerate(zip(self.blocks, self.acts)):
             handles.append(block.register_forward_hook(self._output_hook(i)))
             if act is not None:
-                handles.append(act.register_forward_hook(self._act_hook(i)))
+                handles.append(act.register_forward_pre_hook(self._act_hook(i)))
         try:
             yield
         finally:
@@ -153,9 +184,9 @@ class GradFlowProbe:
         """dL/dh_i in the backward pass: its norm."""
         self._grads[i] = norm(grad)
 
-    def observe_activation(self, i: int, out: torch.Tensor) -> None:
-        """Block i's last activation output: its dead and saturated fractions."""
-        self._units[i] = self._unit_stats(out.detach().float())
+    def observe_activation(self, i: int, z: torch.Tensor) -> None:
+        """The input z of block i's last activation: its dead and saturated fractions."""
+        self._units[i] = self._unit_stats(i, z)
 
     def _output_hook(self, i: int):
         def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
@@ -167,23 +198,20 @@ class GradFlowProbe:
         return hook
 
     def _act_hook(self, i: int):
-        def hook(module: nn.Module, inputs, out: torch.Tensor) -> None:
-            self.observe_activation(i, out)
+        def hook(module: nn.Module, inputs) -> None:  # before the forward: an in-place activation keeps z
+            self.observe_activation(i, inputs[0])
         return hook
 
-    def _unit_stats(self, a: torch.Tensor) -> torch.Tensor:
-        """(dead_frac, saturated_frac) of post-activation values a (B, C, H, W).
+    def _unit_stats(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        """(dead_frac, saturated_frac) of block i's activation at its inputs z (B, ...).
 
-        A unit is one (channel, position); 0 where the notion does not apply.
+        A unit is one (channel, position): dead when its derivative is (near) zero on every
+        example, saturated per example; 0 where the name does not apply (see the module doc).
         """
-        zero = a.new_zeros(())
-        dead = (~(a > 0).any(dim=0)).float().mean() if self.activation in RELU_FAMILY else zero
-        if self.activation == "sigmoid":
-            sat = ((a * (1 - a) / 0.25) < self.saturation_eps).float().mean()
-        elif self.activation == "tanh":
-            sat = ((1 - a * a) < self.saturation_eps).float().mean()
-        else:
-            sat = zero
+        near_zero = derivative(self.acts[i], z).abs() < self.saturation_eps * self.slopes[i]
+        zero = near_zero.new_zeros((), dtype=torch.float32)
+        dead = near_zero.all(dim=0).float().mean() if self.activation in RELU_FAMILY else zero
+        sat = near_zero.float().mean() if self.activation in SATURATING else zero
         return torch.stack([dead, sat])
 
     def unseen(self) -> list[int]:
@@ -222,6 +250,25 @@ def _flat_params(block: nn.Module) -> torch.Tensor:
     return torch.cat(params) if params else torch.zeros(0)
 
 
+def derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """f'(z) of an elementwise activation module, by autograd in float32 (no hooks run; z is untouched)."""
+    with torch.enable_grad(), torch.autocast(z.device.type, enabled=False):
+        u = z.detach().float().requires_grad_(True)
+        (grad,) = torch.autograd.grad(module.forward(u.clone()).sum(), u)  # clone: in-place modules too
+    return grad
+
+
+_SLOPES: dict[str, float] = {}  # repr(module) -> max |f'|
+
+
+def max_slope(module: nn.Module) -> float:
+    """The largest |f'(z)| of an activation module, over z in [-20, 20] (step 1e-3)."""
+    key = repr(module)
+    if key not in _SLOPES:
+        _SLOPES[key] = float(derivative(module, torch.linspace(-20, 20, 40001)).abs().max())
+    return _SLOPES[key]
+
+
 def last_activation(block: nn.Module, activation: str) -> nn.Module | None:
     """The last submodule of `block` (itself included) of the activation's class, or None."""
     cls = ACTIVATIONS.get(activation)
@@ -230,13 +277,14 @@ def last_activation(block: nn.Module, activation: str) -> nn.Module | None:
 
 
 def summarize(series: dict[str, list[float]]) -> dict[str, float]:
-    """Scalars of one probe: attenuation and the mean dead / saturated fractions."""
+    """Scalars of one probe: attenuation, the mean dead / saturated fractions, the profile (`profile`)."""
     return {
         "grad_attenuation": attenuation(series["grad_norm"]),
         "dead_frac": sum(series["dead_frac"]) / len(series["dead_frac"]),
         "saturated_frac": sum(series["saturated_frac"]) / len(series["saturated_frac"]),
         "grad_norm_first": series["grad_norm"][0],
         "grad_norm_last": series["grad_norm"][-1],
+        **profile(series["grad_norm"]),
     }
 
 

@@ -128,7 +128,8 @@ class FusedCNN:
     def __init__(self, members: list[CNN]):
         self.members: list[CNN] = []
         self.stats: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # fused BN running mean, var per block
-        self.observe: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None  # probe, when capturing
+        # probe, when capturing: (block, its output, its activation's input)
+        self.observe: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
         self.set_members(members)
 
     def set_members(self, members: list[CNN]) -> None:
@@ -171,15 +172,15 @@ class FusedCNN:
         bias = torch.cat([b.conv.bias for b in blocks]) if conv.bias is not None else None
         out = F.conv2d(x, torch.cat([b.conv.weight for b in blocks]), bias, conv.stride, conv.padding,
                        conv.dilation, conv.groups * m)
-        out = self._norm(i, blocks, out, training)
-        act = first.act(out)
+        pre = self._norm(i, blocks, out, training)
+        act = first.act(pre)
         out = F.dropout(act, first.drop.p, training) if isinstance(first.drop, nn.Dropout) else act
         if first.skip:
             alpha = torch.stack([b.alpha for b in blocks]).repeat_interleave(out.shape[1] // m)
             out = x + alpha.view(1, -1, 1, 1) * out
         out = first.pool(out)
         if self.observe is not None:
-            self.observe(i, out, act)
+            self.observe(i, out, pre)
         return out
 
     def _norm(self, i: int, blocks: list[nn.Module], out: torch.Tensor, training: bool) -> torch.Tensor:
@@ -200,17 +201,17 @@ def capture(fused: FusedCNN, members: list[_Member]) -> Iterator[None]:
     for m in members:
         m.s.probe.begin()
 
-    def observe(i: int, out: torch.Tensor, act: torch.Tensor) -> None:
+    def observe(i: int, out: torch.Tensor, pre: torch.Tensor) -> None:
         c = out.shape[1] // len(members)
         def grad_hook(g: torch.Tensor) -> None:
             for k, m in enumerate(members):
                 m.s.probe.observe_grad(i, g[:, k * c:(k + 1) * c])
         if out.requires_grad:
             out.register_hook(grad_hook)
-        ca = act.shape[1] // len(members)
+        ca = pre.shape[1] // len(members)
         for k, m in enumerate(members):
             m.s.probe.observe_output(i, out[:, k * c:(k + 1) * c])
-            m.s.probe.observe_activation(i, act[:, k * ca:(k + 1) * ca])
+            m.s.probe.observe_activation(i, pre[:, k * ca:(k + 1) * ca])
     fused.observe = observe
     try:
         yield
@@ -339,9 +340,9 @@ def train_pack(cfgs: list[TrainConfig],
     for epoch in range(live[0].run.start + 1, cfg.epochs + 1):
         fused.set_members([m.s.model for m in live])
         passes = _train_epoch(fused, live, epoch, steps, probe_every)
-        # Evaluation runs member by member, on each member's own modules: on CPU one fused pass over
-        # large evaluation batches is slower than M separate ones.
-        accs = {m.index: train_mod.timed_evaluate(m.s, passes[m.index]) for m in live}
+        # Evaluation (and the last epoch's final probe) runs member by member, on each member's own
+        # modules: on CPU one fused pass over large evaluation batches is slower than M separate ones.
+        accs = {m.index: train_mod.evaluate_epoch(m.s, m.run.result, epoch, passes[m.index]) for m in live}
         reports = {m.index: train_mod.record_epoch(m.s, m.run, epoch, passes[m.index], accs[m.index], thresholds)
                    for m in live}
         stops = (on_epoch(reports) if on_epoch is not None else None) or set()

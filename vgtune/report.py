@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from vgtune import fair, phase, plots, ranking
-from vgtune.config import CONTRACT_FACTORS, FACTORS, RESULTS, THEORY
+from vgtune.config import CONTRACT_FACTORS, FACTORS, PROFILE, RESULTS, THEORY
 from vgtune.gradflow import Thresholds
 from vgtune.runs import latest_sweep_run, load_trials
 from vgtune.store import client_for
@@ -47,8 +47,8 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
-    cols = (list(CONTRACT_FACTORS + RESULTS + THEORY) + ["arm", "nuisance", "selected", "variant", "stage",
-                                                         "chance_acc", "chance_val_acc"]
+    cols = (list(CONTRACT_FACTORS + RESULTS + PROFILE + THEORY) + ["arm", "nuisance", "selected", "variant", "stage",
+                                                                   "chance_acc", "chance_val_acc"]
             + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"])
     return df.reindex(columns=cols)
 

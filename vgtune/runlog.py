@@ -26,8 +26,8 @@ from vgtune.store import client_for, experiment_id, git_commit
 from vgtune.writer import Unavailable
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "chance_val_acc", "grad_attenuation",
-              "dead_frac",
-              "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds")
+              "dead_frac", "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds",
+              "worst_drop_block", "worst_drop_decades", "decades_per_block")  # the last: the latest probe's profile
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)
 THEORY_METRICS = ("chi1", "depth_scale", "grad_attenuation_predicted")  # logged at step 0

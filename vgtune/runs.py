@@ -25,13 +25,13 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.config import ARM_COLUMNS, FACTORS, RESULTS, parse_param
+from vgtune.config import ARM_COLUMNS, FACTORS, PROFILE, RESULTS, parse_param
 from vgtune.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
                   "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted", "chance_acc",
-                  "chance_val_acc")
+                  "chance_val_acc") + PROFILE
 
 
 class UnknownExperiment(ValueError):

@@ -150,7 +150,8 @@ def _loss(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def measure_init(s: Setup, batches: int) -> list[dict[str, list[float]]]:
-    """Gradient-flow probes of `batches` batches before any update (weights untouched)."""
+    """Gradient-flow probes of `batches` batches, weights untouched (before any update; `final_probe` after
+    the last: the same batches)."""
     records = []
     gen = torch.Generator().manual_seed(s.cfg.seed + 1)
     stream = data_mod.train_batches(s.data.x_train, s.data.y_train, s.cfg.batch_size, gen)
@@ -315,12 +316,30 @@ def diverged(cfg: TrainConfig, train_loss: float) -> bool:
     return not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
 
 
-def timed_evaluate(s: Setup, ep: EpochPass | None = None) -> tuple[float, float, float]:
-    """(val_acc, test_acc, eval_seconds); after a pass `ep` that diverged, the chance scores, unevaluated."""
-    if ep is not None and diverged(s.cfg, ep.train_loss):
+def final_probe(s: Setup, result: TrialResult, ep: EpochPass) -> None:
+    """The last epoch's probe, averaged as the init probe is: with init_probe_batches - 1 more batches.
+
+    Runs after the last update and its evaluation, and updates nothing (a BatchNorm net's running
+    statistics move with the batches, as at init); the update ratio stays the training step's.
+    """
+    if ep.series is None or s.cfg.init_probe_batches < 2:
+        return
+    series = mean_series([ep.series] + measure_init(s, s.cfg.init_probe_batches - 1))
+    series["update_ratio"] = ep.series["update_ratio"]
+    if result.layers and result.layers[-1]["series"] is ep.series:
+        result.layers[-1]["series"] = series
+    ep.series = series
+
+
+def evaluate_epoch(s: Setup, result: TrialResult, epoch: int, ep: EpochPass) -> tuple[float, float, float]:
+    """(val_acc, test_acc, eval_seconds) of an epoch; after the last one, the final probe too (`final_probe`, its
+    seconds counted with the evaluation's). A pass that diverged gets the chance scores, unevaluated."""
+    if diverged(s.cfg, ep.train_loss):
         return (*s.chance, 0.0)
     t0 = time.perf_counter()
     val_acc, test_acc = evaluate(s)
+    if epoch == s.cfg.epochs:
+        final_probe(s, result, ep)
     return val_acc, test_acc, time.perf_counter() - t0
 
 
@@ -411,7 +430,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     for epoch in range(run.start + 1, cfg.epochs + 1):
         ep = _train_epoch(s, run.result, epoch, steps, probe_every, run.init_records)
         run.init_records = None
-        report = record_epoch(s, run, epoch, ep, timed_evaluate(s, ep), thresholds)
+        report = record_epoch(s, run, epoch, ep, evaluate_epoch(s, run.result, epoch, ep), thresholds)
         if ends(run, report, on_epoch(report) if on_epoch is not None else None):
             break
     return finish(run.result, thresholds)
@@ -428,6 +447,6 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 
 
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
-           "evaluate", "timed_evaluate", "diverged", "majority_share", "measure_init", "begin", "record_epoch",
-           "ends", "finish", "record_init", "lr_at", "set_lr", "epoch_batches", "data_config", "model_config",
-           "OPTIMIZERS", "STATUSES"]
+           "evaluate", "evaluate_epoch", "final_probe", "diverged", "majority_share", "measure_init", "begin",
+           "record_epoch", "ends", "finish", "record_init", "lr_at", "set_lr", "epoch_batches", "data_config",
+           "model_config", "OPTIMIZERS", "STATUSES"]
