@@ -59,14 +59,14 @@ mlflow-server: $(STAMP)
 		--host $(HOST) --port $(PORT)
 
 cluster-up: $(STAMP)
-	$(BIN)/python -m vgtune.cluster up --port $(RAY_PORT) --dashboard-port $(DASHBOARD_PORT)
+	$(BIN)/python -m vgtune.driver.cluster up --port $(RAY_PORT) --dashboard-port $(DASHBOARD_PORT)
 
 submit: $(STAMP)
-	$(BIN)/python -m vgtune.cluster submit $(SPEC) --tracking-uri $(SUBMIT_URI) --storage $(STORAGE) \
+	$(BIN)/python -m vgtune.driver.cluster submit $(SPEC) --tracking-uri $(SUBMIT_URI) --storage $(STORAGE) \
 		$(if $(ARGS),-- $(ARGS))
 
 cluster-down: $(STAMP)
-	$(BIN)/python -m vgtune.cluster down
+	$(BIN)/python -m vgtune.driver.cluster down
 
 clean:
 	rm -rf runs reports mlruns mlartifacts .bench

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vgtune import spec
+from vgtune.driver import spec
 
 TRIALS = 1000
 SPEC = {"name": "ceiling", "dataset": {"name": "synthetic", "limit": 128},
@@ -34,7 +34,7 @@ def _cpu() -> float:
 def _init_ray():
     import ray
 
-    from vgtune.sweep import SweepOptions, _init_ray
+    from vgtune.driver.runner import SweepOptions, _init_ray
 
     _init_ray(SweepOptions(verbose=0), spec.parse(SPEC))
     return ray
@@ -43,7 +43,7 @@ def _init_ray():
 def _plain_tune(folder: Path) -> tuple[float, float]:
     from ray import tune
 
-    from vgtune.sweep import _trainable, longest_first
+    from vgtune.driver.runner import _trainable, longest_first
 
     s = spec.parse(SPEC)
     ray = _init_ray()
@@ -60,7 +60,7 @@ def _plain_tune(folder: Path) -> tuple[float, float]:
 
 
 def _vgtune(folder: Path, pack: str) -> tuple[float, float]:
-    from vgtune.sweep import SweepOptions, run_sweep
+    from vgtune.driver.runner import SweepOptions, run_sweep
 
     s = spec.parse(SPEC | {"pack": pack})
     _init_ray()

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
-from vgtune.train import TrainConfig, train  # noqa: E402
+from vgtune.core.train import TrainConfig, train  # noqa: E402
 
 SMALL = dict(depth=24, width=8, activation="relu", init="kaiming_normal", norm="batch", epochs=3,
              dataset="synthetic", device="cuda", lr=0.02, threads=2)

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from vgtune.pack import train_pack
-from vgtune.train import TrainConfig, train
+from vgtune.core.fused import train_pack
+from vgtune.core.train import TrainConfig, train
 
 DEPTHS = (12, 24)
 SIZES = (4, 16)

@@ -15,9 +15,10 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from vgtune import report, runs
-from vgtune.runs import load_trials
-from vgtune.store import experiment_id, sqlite_path
+from vgtune.analysis import report
+from vgtune.tracking import reader
+from vgtune.tracking.reader import load_trials
+from vgtune.tracking.store import experiment_id, sqlite_path
 
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std", "dead_frac", "saturated_frac")
 
@@ -102,7 +103,7 @@ def _from_store() -> dict[str, float]:
         fast_s = time.perf_counter() - t0
         exp_id = MlflowClient(uri).get_experiment_by_name("load").experiment_id
         t0 = time.perf_counter()
-        slow = runs.tidy(runs._search_all(runs.client_for(uri), exp_id, "tags.`vgtune.role` = 'trial'"))
+        slow = reader.tidy(reader._search_all(reader.client_for(uri), exp_id, "tags.`vgtune.role` = 'trial'"))
         slow_s = time.perf_counter() - t0
         assert len(fast) == len(slow) == len(pd.read_csv(folder / "trials.csv")) == 10_000
     return {"whole": whole, "fast": fast_s, "search_runs": slow_s}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from vgtune import fair, ranking
+from vgtune.analysis import effects, fairness
 
 SEEDS = (2, 3, 5, 10)
 EFFECTS = (0.02, 0.05, 0.10, 0.20)  # true effects whose power is measured
@@ -83,7 +83,7 @@ def family(rng: np.random.Generator, seeds: list[int], noise: str, effects: bool
 
 
 def _verdicts(df: pd.DataFrame) -> pd.DataFrame:
-    return ranking.effects(df, nuisance=["lr"], correction="holm")
+    return effects.effects(df, nuisance=["lr"], correction="holm")
 
 
 def _old_verdicts(df: pd.DataFrame, rng: np.random.Generator) -> int:
@@ -145,7 +145,7 @@ def selection_bias(spread: float, rng: np.random.Generator, n_seeds: int = 2, fr
         rows = [_trial("p", "none", lr, seed, 0.25, "select") for lr in (0.005, 0.02, 0.08) for seed in range(n_seeds)]
         rows += [_trial("b", "batch", lr, seed, 0.6 + rng.normal(0, spread), "select")
                  for lr in (0.005, 0.02, 0.08) for seed in range(n_seeds)]
-        first = fair.select(pd.DataFrame(rows))
+        first = fairness.select(pd.DataFrame(rows))
         chosen = first.loc[first["selected"] & (first["arm"] == "b"), "lr"].iloc[0]
         confirm = [_trial("p", "none", 0.02, seed, 0.25, "confirm") for seed in range(n_seeds, n_seeds + fresh)]
         confirm += [_trial("b", "batch", chosen, seed, 0.6 + rng.normal(0, spread), "confirm")

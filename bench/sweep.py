@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vgtune import ranking, report, spec
-from vgtune.runs import load_trials
-from vgtune.sweep import SweepOptions, run_sweep
+from vgtune.analysis import effects, report
+from vgtune.driver import spec
+from vgtune.driver.runner import SweepOptions, run_sweep
+from vgtune.tracking.reader import load_trials
 
 SPEC = "sweeps/default.yaml"
 
@@ -64,7 +65,7 @@ def _ranks(s, df) -> pd.DataFrame:
     """Each mitigation's rank and verdict per cell at the deepest depth, as the report decides them."""
     res = report.analyse(df, report.Selection(s.metric, s.mode, tuple(s.nuisance)))
     rank = res["ranking"]
-    keys = ["mitigation", *ranking.cell_columns(res["effects"])]
+    keys = ["mitigation", *effects.cell_columns(res["effects"])]
     return rank.assign(**{k: rank[k].map(str) for k in keys}).set_index(keys)[["rank", "verdict", "delta_test_acc"]]
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from vgtune import phase, spec
-from vgtune.train import TrainConfig, probe
+from vgtune.analysis import phase
+from vgtune.core.train import TrainConfig, probe
+from vgtune.driver import spec
 
 SWEEPS = ("default", "phase")
 WIDTHS = (8, 64)

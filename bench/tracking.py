@@ -13,9 +13,9 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from vgtune.gradflow import SERIES
-from vgtune.runlog import EPOCH_KEYS, epoch_metrics, log_metrics
-from vgtune.store import experiment_id
+from vgtune.core.gradflow import SERIES
+from vgtune.tracking.logger import EPOCH_KEYS, epoch_metrics, log_metrics
+from vgtune.tracking.store import experiment_id
 
 DEPTH, EPOCHS = 24, 6
 

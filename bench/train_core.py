@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vgtune.train import TrainConfig, setup, train
+from vgtune.core.train import TrainConfig, setup, train
 
 CONFIG = dict(depth=8, width=32, activation="relu", init="kaiming_normal", lr=0.01, epochs=6, batch_size=64)
 REPEATS = 5

@@ -9,7 +9,7 @@ sweep. The network exposes the blocks to probe as `blocks`.
 import torch
 import torch.nn as nn
 
-from vgtune.models import get_activation, get_norm
+from vgtune.core.models import get_activation, get_norm
 
 
 class Block(nn.Module):

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vgtune import cli
-from vgtune import spec as spec_mod
-from vgtune.spec import SpecError
+from vgtune.driver import spec as spec_mod
+from vgtune.driver.spec import SpecError
 
 # The user's code that the model/dataset cases below name; written beside every case's spec.
 USER_CODE = """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, free_port, start_mlflow_server, stop
-from vgtune.cluster import ClusterConfig, cluster_pids, down, environment, submit_command, up
+from vgtune.driver.cluster import ClusterConfig, cluster_pids, down, environment, submit_command, up
 
 SPEC = """
 name: clustered

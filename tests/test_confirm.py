@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vgtune import fair, report
-from vgtune import spec as spec_mod
-from vgtune.runs import load_trials
-from vgtune.sweep import SweepOptions, run_sweep
+from vgtune.analysis import fairness, report
+from vgtune.driver import spec as spec_mod
+from vgtune.driver.runner import SweepOptions, run_sweep
+from vgtune.tracking.reader import load_trials
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -30,7 +30,7 @@ def test_stage_two_retrains_each_arm_at_its_choice_on_fresh_seeds_at_the_full_bu
     assert len(first) == 8 and len(second) == 4
     assert set(first["seed"]) == {0, 1} and set(second["seed"]) == {2, 3}
     # Stage 2 runs the setting stage 1's validation scores chose, as the report re-derives it from MLflow.
-    chosen = fair.select(first)
+    chosen = fairness.select(first)
     assert dict(zip(second["arm"], second["nuisance"])) == dict(
         chosen.loc[chosen["selected"], ["arm", "nuisance"]].drop_duplicates().values.tolist())
     assert outcome.chosen == dict(zip(second["arm"], second["nuisance"]))

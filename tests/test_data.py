@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vgtune.data import DATASETS, DataConfig, DataError, _load_cpu, _split, load, train_batches
+from vgtune.core.data import DATASETS, DataConfig, DataError, _load_cpu, _split, load, train_batches
 
 
 def test_digits_split_is_deterministic():
@@ -83,7 +83,7 @@ def test_synthetic_is_seeded():
 def test_crop_flip_shifts_or_mirrors_each_image_within_the_padding():
     import torch
 
-    from vgtune.data import crop_flip
+    from vgtune.core.data import crop_flip
 
     x = torch.arange(1, 1 + 64 * 2 * 6 * 6, dtype=torch.float).reshape(64, 2, 6, 6)
     y = crop_flip(x, torch.Generator().manual_seed(0), pad=2)

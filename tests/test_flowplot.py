@@ -3,7 +3,7 @@
 import math
 import xml.etree.ElementTree as ET
 
-from vgtune.flowplot import colour, gradient_flow
+from vgtune.tracking.flow_figure import colour, gradient_flow
 
 NS = "{http://www.w3.org/2000/svg}"
 

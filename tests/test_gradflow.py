@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgtune.gradflow import GradFlowProbe, Thresholds, attenuation, diagnose, norm, profile, summarize
-from vgtune.models import ModelConfig, build_model, get_activation, init_weights
+from vgtune.core.diagnosis import Thresholds, diagnose
+from vgtune.core.gradflow import GradFlowProbe, attenuation, norm, profile, summarize
+from vgtune.core.models import ModelConfig, build_model, get_activation, init_weights
 
 
 def _reference_grad_norms(model, x, y):

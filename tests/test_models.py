@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vgtune.models import (
+from vgtune.core.models import (
     ACTIVATIONS,
     INITS,
     NORMS,
@@ -92,7 +92,7 @@ def test_pooling_shrinks_the_map(pool):
 # ----------------------------------------------------------------- resnet_cifar (He et al. 2016)
 
 def _resnet(depth=20, residual="standard", **kw):
-    from vgtune.build import create
+    from vgtune.core.networks import create
 
     return create(ModelConfig(arch="resnet_cifar", depth=depth, width=16, norm="batch", residual=residual,
                               in_channels=3, image_size=32, **kw))
@@ -121,7 +121,7 @@ def test_resnet_cifar_stages_halve_the_map_and_double_the_channels():
 
 
 def test_option_a_shortcut_subsamples_and_pads_zero_channels():
-    from vgtune.resnet import ShortcutA
+    from vgtune.core.resnet import ShortcutA
 
     x = torch.randn(2, 16, 8, 8)
     y = ShortcutA(16, 32, 2)(x)
@@ -138,7 +138,7 @@ def test_rezero_blocks_start_as_the_shortcut_and_plain_blocks_have_none():
 
 
 def test_resnet_cifar_trains_on_small_inputs_and_is_probed():
-    from vgtune.train import TrainConfig, train
+    from vgtune.core.train import TrainConfig, train
 
     result = train(TrainConfig(arch="resnet_cifar", depth=14, width=4, norm="batch", init="kaiming_normal",
                                epochs=2, dataset="synthetic", device="cpu", lr=0.05))

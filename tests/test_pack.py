@@ -6,11 +6,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from vgtune import pack
-from vgtune import spec as spec_mod
-from vgtune.pack import train_pack
-from vgtune.sweep import SweepOptions, run_sweep
-from vgtune.train import TrainConfig, train
+from vgtune.core import packing
+from vgtune.core.fused import train_pack
+from vgtune.core.train import TrainConfig, train
+from vgtune.driver import spec as spec_mod
+from vgtune.driver.runner import SweepOptions, run_sweep
 
 BASE = dict(depth=6, width=4, epochs=2, limit=300, threads=1)
 MEMBERS = [dict(seed=0, lr=0.05, init="default"), dict(seed=1, lr=0.02, init="xavier_normal"),
@@ -95,14 +95,14 @@ def test_plan_packs_trials_of_one_shape_in_near_equal_parts():
     items = [{"train": TrainConfig(**BASE, activation=a, seed=s).to_dict(), "meta": {}}
              for a in ("relu", "tanh") for s in range(5)]
     items.append({"train": TrainConfig(**BASE | {"depth": 8}, arch="resnet_cifar").to_dict(), "meta": {}})
-    planned = pack.plan(items, 3, slots=2)
+    planned = packing.plan(items, 3, slots=2)
     sizes = sorted(len(p.get("members", [p])) for p in planned)
     assert sizes == [1, 2, 2, 3, 3]  # 5 = 3 + 2 per activation; the resnet alone
     for p in planned:
         if "members" in p:
             assert len({m["train"]["activation"] for m in p["members"]}) == 1
-    assert pack.plan(items, "off", 2) == items
-    auto = pack.plan(items, "auto", slots=2)  # 10 packable trials, 2 slots: at most 2 per pack, 5 = 2 + 1 + 2
+    assert packing.plan(items, "off", 2) == items
+    auto = packing.plan(items, "auto", slots=2)  # 10 packable trials, 2 slots: at most 2 per pack, 5 = 2 + 1 + 2
     assert sorted(len(p.get("members", [p])) for p in auto) == [1, 1, 1, 2, 2, 2, 2]
 
 

@@ -3,7 +3,7 @@
 import io
 from types import SimpleNamespace
 
-from vgtune.progress import ProgressLine, summary_line
+from vgtune.driver.progress import ProgressLine, summary_line
 
 
 def _trial(status, epoch=0, epochs=4, result_status="running", val=None):

@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vgtune import report, runs
-from vgtune.config import CONTRACT_FACTORS, RESULTS
-from vgtune.ranking import effects
+from vgtune.analysis import report
+from vgtune.analysis.effects import effects
+from vgtune.core.schema import CONTRACT_FACTORS, RESULTS
+from vgtune.tracking import reader
 
 FACTORS = {"width": 8, "init": "default", "residual": "none", "optimizer": "sgd", "lr": 0.05, "dataset": "digits"}
 
@@ -55,7 +56,7 @@ def store(tmp_path_factory):
 
 def test_trials_table_has_the_contract_columns_and_no_duplicates(store):
     uri, _ = store
-    df = runs.load_trials(uri, "known")
+    df = reader.load_trials(uri, "known")
     assert len(df) == 19  # 18 + the errored one; the older duplicate is dropped
     base = df[(df.depth == 16) & (df.activation == "sigmoid") & (df.norm == "none") & (df.seed == 0)]
     assert base["test_acc"].tolist() == [0.1]
@@ -64,7 +65,7 @@ def test_trials_table_has_the_contract_columns_and_no_duplicates(store):
 
 def test_ranking_effects_and_confidence_intervals(store):
     uri, _ = store
-    eff = effects(runs.load_trials(uri, "known"))
+    eff = effects(reader.load_trials(uri, "known"))
     bn = eff[(eff.mitigation == "norm=batch") & (eff.depth == 16)].iloc[0]
     assert bn["n"] == 3 and bn["paired"]
     assert bn["delta_test_acc"] == pytest.approx(0.75)
@@ -107,14 +108,14 @@ def test_report_files_exist_and_html_embeds_plots(store):
 
 def test_unknown_experiment_lists_existing(store):
     uri, _ = store
-    with pytest.raises(runs.UnknownExperiment, match="no experiment 'nope'.*existing: known"):
-        runs.load_trials(uri, "nope")
+    with pytest.raises(reader.UnknownExperiment, match="no experiment 'nope'.*existing: known"):
+        reader.load_trials(uri, "nope")
 
 
 def test_unknown_sweep_folder_lists_the_sweeps(store):
     uri, _ = store
-    with pytest.raises(runs.UnknownExperiment, match="no runs of sweep 'known-9'.*its sweeps: known-1"):
-        runs.load_trials(uri, "known", sweep="known-9")
+    with pytest.raises(reader.UnknownExperiment, match="no runs of sweep 'known-9'.*its sweeps: known-1"):
+        reader.load_trials(uri, "known", sweep="known-9")
 
 
 def test_running_sweep_is_reported_as_far_as_it_got(tmp_path):
@@ -141,11 +142,11 @@ def test_the_sqlite_fast_path_reads_what_search_runs_reads(store, tmp_path):
     client.log_metric(odd.info.run_id, "grad_attenuation_init", float("-inf"))
     client.log_metric(odd.info.run_id, "train_loss", float("nan"))
     client.set_terminated(odd.info.run_id)
-    fast = runs.load_trials(uri, "known")
-    slow = runs.tidy(runs._search_all(runs.client_for(uri), exp_id, "tags.`vgtune.role` = 'trial'"))
+    fast = reader.load_trials(uri, "known")
+    slow = reader.tidy(reader._search_all(reader.client_for(uri), exp_id, "tags.`vgtune.role` = 'trial'"))
     pd.testing.assert_frame_equal(fast, slow)
     row = fast[fast.seed == 9].iloc[0]
     assert row["grad_attenuation_init"] == float("-inf") and pd.isna(row["train_loss"])
-    assert runs._sqlite_runs(uri, exp_id, "known-0") and len(runs.load_trials(uri, "known", sweep="known-0")) == 1
-    assert runs._sqlite_runs("http://127.0.0.1:1", exp_id, None) is None
+    assert reader._sqlite_runs(uri, exp_id, "known-0") and len(reader.load_trials(uri, "known", sweep="known-0")) == 1
+    assert reader._sqlite_runs("http://127.0.0.1:1", exp_id, None) is None
     client.delete_run(odd.info.run_id)

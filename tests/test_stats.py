@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from vgtune import stats
+from vgtune.analysis import stats
 
 
 def test_paired_interval_and_p_are_scipys_ttest_rel():

@@ -3,8 +3,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vgtune import spec as spec_mod
-from vgtune.sweep import SweepOptions, run_sweep
+from vgtune.driver import spec as spec_mod
+from vgtune.driver.runner import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -84,7 +84,7 @@ def test_an_axis_outside_the_contract_columns_keeps_every_trial(tmp_path):
 
     spec = spec_mod.parse({"name": "axes", "parameters": {"probe_every": [0, 5], "diverge_loss": [1e3, 1e4]},
                            "fixed": {"depth": 2, "width": 4, "epochs": 1, "init": "kaiming_normal"}})
-    from vgtune import report
+    from vgtune.analysis import report
 
     outcome = run_sweep(spec, _options(tmp_path))
     report.build("axes", outcome.tracking_uri, tmp_path / "reports")
@@ -99,7 +99,7 @@ def test_an_axis_outside_the_contract_columns_keeps_every_trial(tmp_path):
 def test_theory_columns_and_the_phase_diagram_reach_the_report(tmp_path):
     import pandas as pd
 
-    from vgtune import report
+    from vgtune.analysis import report
 
     spec = spec_mod.parse({"name": "phase", "parameters": {"init_scale": [0.5, 2.0], "depth": [2, 4],
                                                            "norm": ["none", "batch"]},

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vgtune import phase, theory
-from vgtune.train import TrainConfig, probe
+from vgtune.analysis import phase
+from vgtune.core import theory
+from vgtune.core.train import TrainConfig, probe
 
 
 @pytest.mark.parametrize("sigma_w2", [0.5, 1.0, 2.0, 3.3])
@@ -77,7 +78,7 @@ def test_critical_table_names_he_init_for_relu():
 def test_departures_list_only_the_configurations_outside_the_tolerance():
     import pandas as pd
 
-    from vgtune import phase
+    from vgtune.analysis import phase
 
     df = pd.DataFrame({"depth": [4, 8, 24, 32], "grad_attenuation_init": [-1.0, -4.0, -30.0, -20.9],
                        "grad_attenuation_predicted": [-1.2, -1.0, -20.0, -20.0]})
@@ -107,7 +108,7 @@ def test_tap_share_is_the_perron_share_of_the_band_matrix():
 
 
 def test_delta_orthogonal_kernels_lose_no_taps():
-    from vgtune.models import INITS
+    from vgtune.core.models import INITS
 
     w = torch.empty(16, 16, 3, 3)
     INITS["delta_orthogonal"](w, "tanh")

@@ -4,8 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from vgtune.tracking import MLflowTracker, flush_all
-from vgtune.writer import TrackingError, Unavailable, retry
+from vgtune.driver.mlflow_callback import MLflowTracker, flush_all
+from vgtune.tracking.store import TrackingError, Unavailable
+from vgtune.tracking.writer_process import retry
 
 
 def test_writes_are_retried_on_transient_errors_but_not_when_unavailable():
@@ -76,8 +77,8 @@ def test_importing_vgtune_installs_no_global_hooks():
 
     code = ("import sqlalchemy.event as e, sqlalchemy.engine as en, matplotlib, mlflow\n"
             "before = matplotlib.get_backend.__module__, mlflow.get_tracking_uri()\n"
-            "import vgtune.tracking, vgtune.report, vgtune.runs, vgtune.plots, vgtune.store, vgtune.cli\n"
-            "import vgtune.store as s\n"
+            "import vgtune.driver.mlflow_callback, vgtune.report, vgtune.runs, vgtune.plots, vgtune.store, vgtune.cli\n"
+            "import vgtune.tracking.store as s\n"
             "assert not e.contains(en.Engine, 'connect', s._sqlite_pragmas)\n"
             "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
             "assert mlflow.get_tracking_uri() == before[1]\n")
@@ -89,8 +90,8 @@ def test_report_build_from_python_uses_wal(tmp_path):
     """`report.build()` called from Python opens SQLite stores as the CLI does (WAL, busy timeout)."""
     import sqlite3
 
-    from vgtune import report
-    from vgtune.store import client_for
+    from vgtune.analysis import report
+    from vgtune.tracking.store import client_for
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client_for(uri).create_experiment("e")

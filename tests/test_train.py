@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vgtune.train import TrainConfig, probe, train
+from vgtune.core.train import TrainConfig, probe, train
 
 
 def test_deep_plain_sigmoid_vanishes_at_init():
@@ -101,7 +101,7 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters():
-    from vgtune.train import lr_at
+    from vgtune.core.train import lr_at
 
     cfg = TrainConfig(epochs=8, lr=0.1, lr_schedule="step")
     assert [round(lr_at(cfg, e), 6) for e in range(1, 9)] == [0.1] * 4 + [0.01] * 2 + [0.001] * 2
@@ -112,8 +112,8 @@ def test_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters():
 
 def test_the_final_attenuation_averages_as_many_batches_as_the_initial_one():
     """The last probe = the last step's probe averaged with init_probe_batches - 1 batches of the final weights."""
-    from vgtune.gradflow import attenuation, mean_series
-    from vgtune.train import measure_init, setup
+    from vgtune.core.gradflow import attenuation, mean_series
+    from vgtune.core.train import measure_init, setup
 
     base = dict(depth=6, width=8, activation="tanh", epochs=1, seed=3)
     single = train(TrainConfig(**base, init_probe_batches=1))  # the last step's probe alone

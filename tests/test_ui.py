@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from tests.helpers import REPO, free_port, start_mlflow_server, stop
-from vgtune import spec as spec_mod
-from vgtune.runlog import view_url
-from vgtune.sweep import SweepOptions, run_sweep
+from vgtune.driver import spec as spec_mod
+from vgtune.driver.runner import SweepOptions, run_sweep
+from vgtune.tracking.logger import view_url
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)"),

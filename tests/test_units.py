@@ -5,10 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from vgtune import config
-from vgtune.config import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
-from vgtune.runs import dedupe
-from vgtune.stopper import GradientCollapseStopper
+from vgtune.core import schema
+from vgtune.core.schema import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
+from vgtune.driver.stopper import GradientCollapseStopper
+from vgtune.tracking.reader import dedupe
 
 # ----------------------------------------------------------------- stopper
 
@@ -56,7 +56,7 @@ def test_schema_module_imports_neither_torch_nor_mlflow():
     import ast
     import inspect
 
-    tree = ast.parse(inspect.getsource(config))
+    tree = ast.parse(inspect.getsource(schema))
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
     assert not top & {"torch", "mlflow", "ray"}, top

@@ -18,7 +18,7 @@ SEQNET = """
 import torch
 import torch.nn as nn
 
-from vgtune.models import get_activation
+from vgtune.core.models import get_activation
 
 
 def build(depth, width, activation, norm, residual, num_classes, in_channels, image_size, hidden):
@@ -101,7 +101,7 @@ def test_probe_paths_model_args_and_a_tensor_loader(tmp_path):
 
 
 def test_a_user_model_gets_every_conv_and_linear_initialized():
-    from vgtune.models import init_weights
+    from vgtune.core.models import init_weights
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 32))
     init_weights(net, "normal", activation="relu")
@@ -112,7 +112,7 @@ def test_a_user_model_gets_every_conv_and_linear_initialized():
 
 
 def test_blocks_without_an_activation_module_read_nan_dead_units():
-    from vgtune.gradflow import GradFlowProbe
+    from vgtune.core.gradflow import GradFlowProbe
 
     class Net(torch.nn.Module):
         def __init__(self):

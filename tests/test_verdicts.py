@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from vgtune import data as data_mod
-from vgtune import ranking, report, spec
-from vgtune.config import TrainConfig
-from vgtune.train import data_config, majority_share, train
+from vgtune.analysis import effects, report
+from vgtune.core import data as data_mod
+from vgtune.core.schema import TrainConfig
+from vgtune.core.train import data_config, majority_share, train
+from vgtune.driver import spec
 
 TUNED = {"name": "t", "parameters": {"depth": [3, 5]}, "variants": [{}, {"norm": "batch"}],
          "nuisance": {"lr": [0.01, 0.1]}, "repeats": 2, "fixed": {"width": 4, "epochs": 1}}
@@ -95,7 +96,7 @@ def test_two_failures_do_not_differ():
     for seed in range(5):
         rows += [_row("p", 24, "none", 0.1, seed, 0.09, 0.09 + seed / 1000, diagnosis="vanishing"),
                  _row("b", 24, "batch", 0.1, seed, 0.15, 0.15, status="diverged", diagnosis="diverged")]
-    (row,) = ranking.effects(pd.DataFrame(rows), nuisance=["lr"]).to_dict("records")
+    (row,) = effects.effects(pd.DataFrame(rows), nuisance=["lr"]).to_dict("records")
     assert row["delta_test_acc"] == pytest.approx(0.0) and row["verdict"] == "inconclusive"
     assert row["diverged"] == 5 and row["healthy"] == 0
 
@@ -135,7 +136,7 @@ def test_no_table_groups_by_a_nuisance_option_or_the_seed():
     assert not {"lr", "seed"} & set(res["main_effects"]["factor"])
     assert "lr" not in res["best_per_depth"].columns and "seed" not in res["best_per_depth"].columns
     frame = res["evidence"].assign(test_acc=lambda d: np.where(d["depth"] == 24, d["test_acc"] - 0.3, d["test_acc"]))
-    trends = ranking.depth_trends(frame, nuisance=("lr",))
+    trends = effects.depth_trends(frame, nuisance=("lr",))
     assert "lr" not in trends.columns and sorted(trends["norm"]) == ["batch", "none"]
 
 
@@ -144,7 +145,7 @@ def test_best_per_depth_is_chosen_on_validation_not_test():
     for seed in range(3):
         rows += [_row("a", 4, "none", 0.1, seed, val=0.9, test=0.6),
                  _row("b", 4, "batch", 0.1, seed, val=0.5, test=0.99)]
-    best = ranking.best_per_depth(pd.DataFrame(rows), nuisance=("lr",))
+    best = effects.best_per_depth(pd.DataFrame(rows), nuisance=("lr",))
     assert best["norm"].tolist() == ["none"] and best["test_acc"].tolist() == pytest.approx([0.6])
 
 
@@ -157,7 +158,7 @@ def test_a_sweep_without_confirmation_says_its_test_scores_are_biased():
 
 
 def test_a_diverged_pack_member_scores_chance_while_the_others_train_on():
-    from vgtune.pack import train_pack
+    from vgtune.core.fused import train_pack
 
     cfgs = [TrainConfig(depth=3, width=4, epochs=2, lr=lr, diverge_loss=10.0) for lr in (0.05, 1e6)]
     ok, ran_away = train_pack(cfgs)

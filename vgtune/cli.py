@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from vgtune.runs import UnknownExperiment, last_experiment
-from vgtune.spec import SpecError
-from vgtune.writer import TrackingError
+from vgtune.driver.spec import SpecError
+from vgtune.tracking.reader import UnknownExperiment, last_experiment
+from vgtune.tracking.store import TrackingError
 
 
 def _add_sweep(sub) -> None:
@@ -77,10 +77,10 @@ def _dry_run(spec) -> int:
 
 def _pack_line(spec) -> str:
     """How `pack:` groups the trials, for this machine's trial slots (a cluster's may differ)."""
-    from vgtune import pack
+    from vgtune.core import packing
 
     slots = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
-    planned = pack.plan(spec.items, spec.pack, slots)
+    planned = packing.plan(spec.items, spec.pack, slots)
     sizes = [len(p["members"]) for p in planned if "members" in p]
     alone = len(planned) - len(sizes)
     if not sizes:
@@ -106,7 +106,7 @@ def resume_command(args) -> str:
 
 def _browse_hint(uri: str, experiment_id: str | None) -> str:
     """Where the runs table opens with vgtune's columns (`make ui` serves a SQLite store)."""
-    from vgtune.runlog import view_url
+    from vgtune.tracking.logger import view_url
 
     if experiment_id is None:
         return "`make ui`"
@@ -117,12 +117,12 @@ def _browse_hint(uri: str, experiment_id: str | None) -> str:
 
 def cmd_sweep(args) -> int:
     started = time.perf_counter()  # the whole command, as a user times it: Ray start, trials, report
-    from vgtune import spec as spec_mod
+    from vgtune.driver import spec as spec_mod
 
     spec = spec_mod.load(args.spec, args.overrides)
     if args.dry_run:
         return _dry_run(spec)
-    from vgtune.sweep import SweepOptions, run_sweep
+    from vgtune.driver.runner import SweepOptions, run_sweep
 
     options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
@@ -142,7 +142,7 @@ def cmd_sweep(args) -> int:
     print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})")
     print(f"Browse:        {_browse_hint(outcome.tracking_uri, outcome.experiment_id)}")
     if not args.no_report:
-        from vgtune import report
+        from vgtune.analysis import report
 
         folder = report.build(outcome.experiment, outcome.tracking_uri, Path(args.out), show=True)
         print(f"Report:        {folder / 'report.html'}")
@@ -155,8 +155,8 @@ def cmd_sweep(args) -> int:
 def cmd_probe(args) -> int:
     import pandas as pd
 
-    from vgtune import spec as spec_mod
-    from vgtune.train import TrainConfig, probe
+    from vgtune.core.train import TrainConfig, probe
+    from vgtune.driver import spec as spec_mod
 
     spec = spec_mod.load(args.spec, args.overrides)
     spec_mod.check_data(spec)
@@ -180,7 +180,7 @@ def cmd_probe(args) -> int:
 
 def _phase_diagrams(df, out: Path) -> list[tuple[Path, float]]:
     """Measured attenuation over init_scale x depth with the chi_1 = 1 line, one figure per activation."""
-    from vgtune import phase
+    from vgtune.analysis import phase
 
     if not phase.has_phase_axes(df):
         return []
@@ -198,8 +198,8 @@ def _phase_diagrams(df, out: Path) -> list[tuple[Path, float]]:
 
 
 def cmd_report(args) -> int:
-    from vgtune import report
-    from vgtune.store import resolve_uri
+    from vgtune.analysis import report
+    from vgtune.tracking.store import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     if not args.experiment and not args.last:

@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 
 from ray import tune
 
-from vgtune.pack import left, member_id
-from vgtune.runlog import final_status
-from vgtune.stopper import GradientCollapseStopper
-from vgtune.writer import TrackingError, WriterProcess
+from vgtune.core.packing import left, member_id
+from vgtune.driver.stopper import GradientCollapseStopper
+from vgtune.tracking.logger import final_status
+from vgtune.tracking.store import TrackingError
+from vgtune.tracking.writer_process import WriterProcess
 
 
 def units(trial) -> list[tuple[str, dict[str, Any], dict[str, str]]]:

@@ -1,8 +1,8 @@
 """A real two-node Ray cluster on this machine, and `ray job submit` of a sweep to it.
 
-    python -m vgtune.cluster up [--port 6379] [--dashboard-port 8265] [--cpus-per-node 1]
-    python -m vgtune.cluster submit SPEC [--tracking-uri http://127.0.0.1:5000] [--storage DIR] [-- ARGS]
-    python -m vgtune.cluster down
+    python -m vgtune.driver.cluster up [--port 6379] [--dashboard-port 8265] [--cpus-per-node 1]
+    python -m vgtune.driver.cluster submit SPEC [--tracking-uri http://127.0.0.1:5000] [--storage DIR] [-- ARGS]
+    python -m vgtune.driver.cluster down
 
 `up` starts a head node and a second worker node with `ray start`, both on
 127.0.0.1, in a temp dir of their own, with Ray's token authentication on and
@@ -186,7 +186,7 @@ def submit_command(cfg: ClusterConfig, spec: str, tracking_uri: str, storage: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vgtune.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vgtune.driver.cluster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up")
     p_up.add_argument("--port", type=int, default=6379)

@@ -25,8 +25,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.config import ARM_COLUMNS, FACTORS, PROFILE, RESULTS, parse_param
-from vgtune.store import client_for, sqlite_path
+from vgtune.core.schema import ARM_COLUMNS, FACTORS, PROFILE, RESULTS, parse_param
+from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",

@@ -15,8 +15,8 @@ import numbers
 
 import pandas as pd
 
-from vgtune import ranking
-from vgtune.config import STATUSES
+from vgtune.analysis import effects
+from vgtune.core.schema import STATUSES
 
 SELECTION_METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data
 
@@ -62,11 +62,11 @@ def compare(fixed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 
     Ranks only, on validation data: the verdicts a report states come from its fresh seeds alone, and the
     family-wise error rate counts those."""
-    cells = ["depth", *ranking.cell_columns(chosen)]
+    cells = ["depth", *effects.cell_columns(chosen)]
     cols = ["mitigation", *cells, "rank", "delta_val_acc"]
     a = fixed.reindex(columns=cols + ["nuisance"])
     b = chosen.reindex(columns=cols + ["nuisance"])
-    a[cells[1:]], b[cells[1:]] = a[cells[1:]].map(ranking.label), b[cells[1:]].map(ranking.label)
+    a[cells[1:]], b[cells[1:]] = a[cells[1:]].map(effects.label), b[cells[1:]].map(effects.label)
     both = a.drop(columns="nuisance").merge(b, on=["mitigation", *cells], how="outer", suffixes=("_fixed", "_tuned"))
     both = both.rename(columns={"nuisance": "nuisance_tuned"})
     both["changed"] = both["rank_fixed"] != both["rank_tuned"]
@@ -90,7 +90,7 @@ def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     if eff.empty:
         return pd.DataFrame()
     deep = eff[eff["depth"] == eff["depth"].max()]
-    cells = ranking.cell_columns(eff)
+    cells = effects.cell_columns(eff)
     rows = []
     for _, r in deep.iterrows():
         n, healthy, unhealthy = int(r["n"]), int(r["healthy"]), int(r["unhealthy_baselines"])
@@ -141,7 +141,7 @@ def _label_key(label: str) -> tuple:
 def arm_labels(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> dict[str, str]:
     """arm -> its depth and activation, then its spec variant or else every mitigation factor it sets away from
     the plain baseline (`depth=24 activation=relu norm=batch`)."""
-    config = ranking.scientific(df, nuisance)
+    config = effects.scientific(df, nuisance)
     out = {}
     for arm, row in df.drop_duplicates("arm").set_index("arm").iterrows():
         parts = [f"{c}={row[c]}" for c in ("depth", "activation") if c in config]
@@ -149,6 +149,6 @@ def arm_labels(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...]) -> dict[
         if isinstance(variant, str) and variant:
             parts.append(variant)
         else:
-            parts += [f"{c}={row[c]}" for c in config if c in ranking.BASELINE and row[c] != ranking.BASELINE[c]]
+            parts += [f"{c}={row[c]}" for c in config if c in effects.BASELINE and row[c] != effects.BASELINE[c]]
         out[arm] = " ".join(parts if len(parts) > 2 or variant else parts + ["(plain)"]) or str(arm)
     return out

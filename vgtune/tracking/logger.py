@@ -20,10 +20,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from vgtune import flowplot
-from vgtune.config import param_text
-from vgtune.store import client_for, experiment_id, git_commit
-from vgtune.writer import Unavailable
+from vgtune.core.schema import param_text
+from vgtune.tracking import flow_figure
+from vgtune.tracking.store import Unavailable, client_for, experiment_id, git_commit
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "chance_val_acc", "grad_attenuation",
               "dead_frac", "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds",
@@ -218,7 +217,7 @@ class RunLogger:
         probes = self.probes.pop(tid, [])
         if probes:
             title = f"{trial_name(cfg, self.factors)} [{tags['status']}, {tags['diagnosis']}]"
-            self.client.log_text(run_id, flowplot.gradient_flow(probes, title=title), PLOT)
+            self.client.log_text(run_id, flow_figure.gradient_flow(probes, title=title), PLOT)
         self.client.set_terminated(run_id, run_status)
         self.counts[tags["status"]] = self.counts.get(tags["status"], 0) + 1
 

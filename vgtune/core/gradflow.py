@@ -33,18 +33,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from vgtune import checks
-from vgtune.config import PROFILE
-from vgtune.models import ACTIVATIONS, RELU_FAMILY, SATURATING
+from vgtune.core.models import ACTIVATIONS, RELU_FAMILY, SATURATING
+from vgtune.core.schema import PROFILE
 
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
           "dead_frac", "saturated_frac")
-DIAGNOSES = ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged")
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:
@@ -91,50 +88,6 @@ def profile(grad_norms: list[float]) -> dict[str, float]:
     worst, block = min(seen)
     return {"worst_drop_block": float(block), "worst_drop_decades": worst,
             "decades_per_block": attenuation(grad_norms) / (len(grad_norms) - 1)}
-
-
-@dataclass
-class Thresholds:
-    """When `diagnose` calls a trial unhealthy."""
-
-    exploding: float = 2.0  # attenuation >= this: the first block gets 100x the last's gradient
-    vanishing: float = -2.0  # attenuation <= this: the first block gets 1/100 of the last's
-    dead: float = 0.5  # mean dead-unit fraction over blocks >= this names a vanishing gradient 'dead'
-    saturated: float = 0.5  # mean saturated fraction >= this names a vanishing gradient 'saturated'
-    saturation_eps: float = 0.05  # |f'(z)| below this share of its maximum counts as (near) zero: saturated / dead
-
-    def validate(self) -> None:
-        """Raise ValueError naming the bad threshold and its allowed range."""
-        checks.number("exploding", self.exploding, 0, low_open=True)
-        checks.number("vanishing", self.vanishing, high=0, high_open=True)
-        for name in ("dead", "saturated"):
-            checks.number(name, getattr(self, name), 0, 1, low_open=True)
-        checks.number("saturation_eps", self.saturation_eps, 0, 1, low_open=True, high_open=True)
-
-
-def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,
-             saturated_frac: float = 0.0, thresholds: Thresholds | None = None) -> str:
-    """Name the gradient pathology of a trial: one of DIAGNOSES.
-
-    `diverged` wins (a NaN attenuation counts as diverged); then exploding
-    (+inf included) and vanishing (-inf included: no gradient reached
-    block 1). A vanishing gradient is called `dead` or `saturated` when that
-    share of units explains it. Dead or saturated units alone, with gradient
-    still reaching the first block (through skips, say), are healthy: the
-    fractions stay in the per-block series for whoever wants them.
-    """
-    t = thresholds or Thresholds()
-    if status == "diverged" or math.isnan(attenuation_value):
-        return "diverged"
-    if attenuation_value >= t.exploding:
-        return "exploding"
-    if attenuation_value > t.vanishing:
-        return "healthy"
-    if dead_frac >= t.dead:
-        return "dead"
-    if saturated_frac >= t.saturated:
-        return "saturated"
-    return "vanishing"
 
 
 class GradFlowProbe:

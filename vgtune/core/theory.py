@@ -284,7 +284,7 @@ def predict(model: nn.Module, x: torch.Tensor, activation: nn.Module, image_size
 
 def init_sigma_w2(init: str, activation: str, width: int = 64, kernel_size: int = 3) -> float:
     """sigma_w^2 = N_in * E[W^2] that the named init gives a width x width conv for `activation`."""
-    from vgtune.models import INITS
+    from vgtune.core.models import INITS
 
     conv = nn.Conv2d(width, width, kernel_size)
     fn = INITS[init]
@@ -299,7 +299,7 @@ def critical_table(activations: list[str], inits: list[str] | None = None) -> li
 
     `factor_off` is how far (a factor, >= 1) the closest init's sigma_w^2 lies from the critical one.
     """
-    from vgtune.models import INITS, get_activation
+    from vgtune.core.models import INITS, get_activation
 
     names = [i for i in (inits or INITS) if i != "lsuv"]  # LSUV's scale depends on the data
     torch.manual_seed(0)

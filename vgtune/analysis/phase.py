@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from vgtune.theory import TRAINABLE_DEPTHS
+from vgtune.core.theory import TRAINABLE_DEPTHS
 
 # A plain configuration departs from the prediction by more than max(ABS, REL |predicted|) plus the finite-width
 # allowance FLUCTUATION sqrt((depth - 1) / width) (where the table has depth and width): about 3 standard
@@ -95,7 +95,7 @@ def agreement_finding(df: pd.DataFrame) -> str | None:
 
 def critical_inits(df: pd.DataFrame) -> pd.DataFrame:
     """Per activation of the sweep: its critical sigma_w^2 and the named inits closest to it."""
-    from vgtune.theory import critical_table
+    from vgtune.core.theory import critical_table
 
     acts = sorted(df["activation"].dropna().unique()) if "activation" in df else []
     rows = critical_table(acts) if acts else []
@@ -111,7 +111,7 @@ def departure_table(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
 
 def phase_figure(df: pd.DataFrame, value: str, label: str, trainable: bool, **kw):
     """The phase diagram of `value` (plain rows only) with the chi_1 = 1 line and, if asked, the 6 xi curve."""
-    from vgtune import plots
+    from vgtune.analysis import plots
 
     plain = predicted(df)
     return plots.phase_diagram(plain, value, label, critical_scale(plain),

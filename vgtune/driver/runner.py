@@ -34,11 +34,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vgtune import fair, pack, usercode
-from vgtune.runlog import final_status
-from vgtune.spec import SpecError, SweepSpec, check_data, check_models, check_resources
-from vgtune.store import check_uri, resolve_uri
-from vgtune.tracking import flush_all
+from vgtune.analysis import fairness
+from vgtune.core import packing, usercode
+from vgtune.driver.mlflow_callback import flush_all
+from vgtune.driver.spec import SpecError, SweepSpec, check_data, check_models, check_resources
+from vgtune.tracking.logger import final_status
+from vgtune.tracking.store import check_uri, resolve_uri
 
 
 @dataclass
@@ -152,7 +153,7 @@ def _find_resumable(storage: Path, name: str) -> Path:
 def _trainable(spec: SweepSpec):
     from ray import tune
 
-    from vgtune.trial import run_trial
+    from vgtune.driver.trainable import run_trial
 
     return tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
@@ -184,9 +185,9 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
            parent_run_id: str | None, earlier_failures: int = 0):
     from ray import tune
 
-    from vgtune.progress import ProgressLine
-    from vgtune.stopper import GradientCollapseStopper
-    from vgtune.tracking import MLflowTracker
+    from vgtune.driver.mlflow_callback import MLflowTracker
+    from vgtune.driver.progress import ProgressLine
+    from vgtune.driver.stopper import GradientCollapseStopper
 
     # Stage 2 runs every trial its full budget: a comparison's trials all train as long.
     stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
@@ -225,7 +226,7 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    items = pack.plan(stage.items, spec.pack, _concurrency(spec))
+    items = packing.plan(stage.items, spec.pack, _concurrency(spec))
     param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -312,7 +313,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
 def _end_parent(uri: str, run_id: str | None, status: str) -> None:
     """End the sweep's MLflow parent run from the driver (stage 2 never started, so no writer will)."""
     if run_id is not None:
-        from vgtune.store import client_for
+        from vgtune.tracking.store import client_for
 
         client_for(uri).set_terminated(run_id, status)
 
@@ -367,7 +368,7 @@ def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
     """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`vgtune.fair.select`)."""
     rows = [t["meta"] | {"status": "error" if t["error"] else final_status(t["last"], t["config"]["epochs"]),
                          spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
-    picked = fair.select(pd.DataFrame(rows), spec.metric, spec.mode)
+    picked = fairness.select(pd.DataFrame(rows), spec.metric, spec.mode)
     chosen = picked[picked["selected"]].drop_duplicates("arm")
     missing = [arm for arm in spec.arms if arm not in set(chosen["arm"])]
     if missing:

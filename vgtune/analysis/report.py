@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from vgtune import fair, phase, plots, ranking
-from vgtune.config import CONTRACT_FACTORS, FACTORS, PROFILE, RESULTS, THEORY
-from vgtune.gradflow import Thresholds
-from vgtune.runs import latest_sweep_run, load_trials
-from vgtune.store import client_for
+from vgtune.analysis import effects, fairness, phase, plots
+from vgtune.core.diagnosis import Thresholds
+from vgtune.core.schema import CONTRACT_FACTORS, FACTORS, PROFILE, RESULTS, THEORY
+from vgtune.tracking.reader import latest_sweep_run, load_trials
+from vgtune.tracking.store import client_for
 
-METHOD = " ".join(ranking.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
+METHOD = " ".join(effects.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
 PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
 THEORY_PLOTS = ("theory_vs_measured.png", "phase_accuracy.png")  # where the sweep has plain configurations
 
@@ -54,8 +54,8 @@ def trials_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _baseline_acc(df: pd.DataFrame) -> dict:
-    scored = ranking.scored(df)
-    base = {k: v for k, v in ranking.baseline(scored).items() if k != "activation"}
+    scored = effects.scored(df)
+    base = {k: v for k, v in effects.baseline(scored).items() if k != "activation"}
     mask = pd.Series(True, index=scored.index)
     for k, v in base.items():
         mask &= scored[k] == v
@@ -65,7 +65,7 @@ def _baseline_acc(df: pd.DataFrame) -> dict:
 def _representatives(df: pd.DataFrame, limit: int = 6) -> list[tuple[str, list[float], str]]:
     """At the deepest depth: the best trial of each diagnosis, with its last per-block gradient norms."""
     cols = sorted(c for c in df.columns if c.startswith("block") and c.endswith("/grad_norm"))
-    scored = ranking.scored(df)
+    scored = effects.scored(df)
     if not cols or scored.empty:
         return []
     deep = scored[scored["depth"] == scored["depth"].max()]
@@ -84,7 +84,7 @@ def _save(fig, path: Path) -> None:
 
 def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: Thresholds) -> list[str]:
     made = []
-    scored = ranking.scored(df)
+    scored = effects.scored(df)
     if not eff.empty:
         _save(plots.accuracy_heatmap(eff, _baseline_acc(df)), folder / PLOTS[0])
         made.append(PLOTS[0])
@@ -117,7 +117,7 @@ def _cell(row: pd.Series, cells: list[str]) -> str:
 def _best_lines(res: dict[str, pd.DataFrame], correction: str) -> list[str]:
     """Per cell at the deepest depth: the mitigation best on validation, its test effect, interval and verdict;
     then the verdict counts and what the budget can resolve."""
-    rank, eff, cells = res["ranking"], res["effects"], ranking.cell_columns(res["effects"])
+    rank, eff, cells = res["ranking"], res["effects"], effects.cell_columns(res["effects"])
     if rank.empty:
         return []
     depth = eff["depth"].max()
@@ -163,7 +163,7 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
     table = res.get("fixed_vs_tuned")
     if table is None or table.empty:
         return []
-    cells = ranking.cell_columns(res["effects"])
+    cells = effects.cell_columns(res["effects"])
     deep = table[(table["depth"] == table["depth"].max()) & table["changed"]]
     shared = table["shared"].iloc[0]
     if deep.empty:
@@ -193,7 +193,7 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selecti
             lines.append(f"{verdicts['degradation']} of them kept healthy gradients at depth: that is "
                          "degradation (He et al. 2016), an optimization problem that vanishing gradients do "
                          "not explain.")
-    agreement = phase.agreement_finding(ranking.scored(df))
+    agreement = phase.agreement_finding(effects.scored(df))
     if agreement:
         lines.append(agreement)
     return lines
@@ -202,7 +202,7 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selecti
 def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
     """Which trials the effects rest on, how their settings were chosen, and how failures are scored."""
     evidence, lines = res["evidence"], []
-    if fair.tuned(df):
+    if fairness.tuned(df):
         first = df[df["stage"] != "confirm"]
         how = (f"{df['arm'].nunique()} arms; stage 1 chose each arm's {', '.join(selection.nuisance) or 'setting'} "
                f"on {selection.metric} over {first['seed'].nunique()} seed(s)")
@@ -293,7 +293,7 @@ class Selection:
     def of(cls, run) -> Selection:
         params = run.data.params if run else {}
         metric = params.get("metric", "val_acc")
-        return cls(metric if metric in fair.SELECTION_METRICS else "val_acc", params.get("mode", "max"),
+        return cls(metric if metric in fairness.SELECTION_METRICS else "val_acc", params.get("mode", "max"),
                    tuple(k for k in params.get("nuisance", "").split(",") if k), params.get("correction", "holm"))
 
 
@@ -301,25 +301,25 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
     """Every table of the report. Stage 1's trials choose each arm's nuisance setting (`selected`); the effects,
     ranks and "best" rest on stage 2's fresh seeds (on stage 1's chosen trials for a sweep without them)."""
     df = stages(df)
-    first = fair.select(df[df["stage"] == "select"], selection.metric, selection.mode)
+    first = fairness.select(df[df["stage"] == "select"], selection.metric, selection.mode)
     confirmed = df[df["stage"] == "confirm"].assign(selected=True)
     if len(first) and len(confirmed):  # what stage 2 ran is what stage 1 chose, as recorded
         ran = first["arm"].map(dict(zip(confirmed["arm"], confirmed["nuisance"])))
         first = first.assign(selected=(first["nuisance"] == ran).where(ran.notna(), first["selected"]).astype(bool))
     df = pd.concat([first, confirmed]) if len(first) else confirmed
-    evidence = ranking.at_least_chance(confirmed if len(confirmed) else first[first["selected"]])
+    evidence = effects.at_least_chance(confirmed if len(confirmed) else first[first["selected"]])
     nuisance, correction = selection.nuisance, selection.correction
-    eff = ranking.effects(evidence, nuisance=nuisance, correction=correction)
-    out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": ranking.ranking(eff),
-           "remedies": fair.remedies(eff), "main_effects": ranking.main_effects(evidence, nuisance),
-           "best_per_depth": ranking.best_per_depth(evidence, nuisance),
-           "depth_trends": ranking.depth_trends(evidence, nuisance),
-           "edges": fair.edges(first, nuisance, selection.metric, selection.mode)}
-    if fair.tuned(first):  # what one shared setting would have concluded: both sides on stage 1's seeds
-        shared = fair.shared_setting(first, selection.metric, selection.mode)
-        fixed = ranking.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)
-        tuned = ranking.effects(first[first["selected"]], nuisance=nuisance, correction=correction)
-        out["fixed_vs_tuned"] = fair.compare(fixed, tuned).assign(shared=shared)
+    eff = effects.effects(evidence, nuisance=nuisance, correction=correction)
+    out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": effects.ranking(eff),
+           "remedies": fairness.remedies(eff), "main_effects": effects.main_effects(evidence, nuisance),
+           "best_per_depth": effects.best_per_depth(evidence, nuisance),
+           "depth_trends": effects.depth_trends(evidence, nuisance),
+           "edges": fairness.edges(first, nuisance, selection.metric, selection.mode)}
+    if fairness.tuned(first):  # what one shared setting would have concluded: both sides on stage 1's seeds
+        shared = fairness.shared_setting(first, selection.metric, selection.mode)
+        fixed = effects.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)
+        tuned = effects.effects(first[first["selected"]], nuisance=nuisance, correction=correction)
+        out["fixed_vs_tuned"] = fairness.compare(fixed, tuned).assign(shared=shared)
     return out
 
 
@@ -327,7 +327,7 @@ def stages(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with its `stage` column filled: a trial without one (a sweep from before stages) is `select` where
     the sweep tuned nuisance options, else `confirm`."""
     stage = df["stage"].fillna("") if "stage" in df.columns else pd.Series("", index=df.index)
-    return df.assign(stage=stage.where(stage != "", "select" if fair.tuned(df) else "confirm"))
+    return df.assign(stage=stage.where(stage != "", "select" if fairness.tuned(df) else "confirm"))
 
 
 FILES = {"edges.csv": "edges", "ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
@@ -351,7 +351,7 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
     res = analyse(df, selection or Selection())
     tables = {TITLES[k]: res[k] for k in TITLES if k in res}
     if not phase.predicted(df).empty:
-        factors = ranking.varying(df, FACTORS) or ["depth"]
+        factors = effects.varying(df, FACTORS) or ["depth"]
         res["theory_critical"], res["theory_departures"] = phase.critical_inits(df), phase.departure_table(df, factors)
         tables |= {"Theory: critical sigma_w^2 per activation and the named inits closest to it":
                    res["theory_critical"],
@@ -387,7 +387,7 @@ def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
     print()
     for line in findings:
         print(line.replace("**", ""))
-    show = {"remedies": ["mitigation", "depth", *ranking.cell_columns(res["effects"]), "delta_attenuation", "healthy",
+    show = {"remedies": ["mitigation", "depth", *effects.cell_columns(res["effects"]), "delta_attenuation", "healthy",
                          "diverged", "delta_test_acc", "verdict", "restores"]}
     with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.precision", 2,
                            "display.max_rows", 40):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from vgtune import checks
+from vgtune.core import checks
 
 
 class GradientCollapseStopper(tune.Stopper):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgtune import usercode
+from vgtune.core import usercode
 
 
 class DataError(ValueError):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vgtune import checks
+from vgtune.core import checks
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from vgtune import usercode
-from vgtune.models import CNN, ModelConfig
-from vgtune.resnet import ResNetCIFAR, check_depth
+from vgtune.core import usercode
+from vgtune.core.models import CNN, ModelConfig
+from vgtune.core.resnet import ResNetCIFAR, check_depth
 
 ARCHS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "cnn": CNN,  # vgtune's plain stack (vgtune.models)
@@ -103,8 +103,8 @@ def probe_blocks(model: nn.Module, paths: list[str] | None = None) -> list[nn.Mo
 def check(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, init: str = "default", init_scale: float = 1.0) -> None:
     """Build one model on the CPU, initialize it and run one probed training step on the batch (x, y):
     ValueError naming the first thing that fails (how a spec's model is checked before Ray starts)."""
-    from vgtune.gradflow import GradFlowProbe
-    from vgtune.models import init_weights
+    from vgtune.core.gradflow import GradFlowProbe
+    from vgtune.core.models import init_weights
 
     what = f"model: {cfg.factory}" if cfg.factory else f"arch {cfg.arch}"
     try:

@@ -18,6 +18,15 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
+
+class TrackingError(RuntimeError):
+    """The tracking store could not be written at all (raised after the sweep, by `flush_all`)."""
+
+
+class Unavailable(Exception):
+    """Raised by a write that cannot succeed however often it is retried (recorded, not retried)."""
+
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 # The MLflow 3 UI opens an experiment by this tag: without it, a training sweep greets
 # the user in the GenAI layout (traces, evaluation runs) instead of the runs table.

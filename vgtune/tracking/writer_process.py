@@ -30,16 +30,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vgtune.tracking.store import TrackingError, Unavailable
+
 log = logging.getLogger("vgtune.tracking")
 STATE = ("parent_run_id", "exp_id", "counts", "finished_before")  # what a flush reports of the RunLogger
-
-
-class TrackingError(RuntimeError):
-    """The tracking store could not be written at all (raised after the sweep, by `flush_all`)."""
-
-
-class Unavailable(Exception):
-    """Raised by a write that cannot succeed however often it is retried (recorded, not retried)."""
 
 
 def retry(fn: Callable[[], None], name: str, failures: list[str], retries: int = 8, backoff: float = 0.5,
@@ -67,7 +61,7 @@ class WriterProcess:
     def __init__(self, logger_args: tuple, retries: int = 8, backoff: float = 0.5, max_delay: float = 30.0):
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
-        self._proc = subprocess.Popen([sys.executable, "-m", "vgtune.writer", str(req_read), str(rep_write)],
+        self._proc = subprocess.Popen([sys.executable, "-m", __name__, str(req_read), str(rep_write)],
                                       pass_fds=(req_read, rep_write), stdin=subprocess.DEVNULL,
                                       start_new_session=True)
         os.close(req_read)
@@ -137,7 +131,7 @@ def _read_exactly(fd: int, n: int) -> bytes:
 
 def serve(requests, replies: int) -> None:
     """The child's loop: build the RunLogger from the first message, then run each call until EOF."""
-    from vgtune.runlog import RunLogger
+    from vgtune.tracking.logger import RunLogger
 
     _, (logger_args, options) = pickle.load(requests)
     logger = RunLogger(*logger_args)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vgtune.models import ModelConfig, add_branch_scale, get_activation, get_norm
+from vgtune.core.models import ModelConfig, add_branch_scale, get_activation, get_norm
 
 
 def check_depth(depth: int) -> None:

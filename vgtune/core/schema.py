@@ -3,8 +3,7 @@
 One place says what a trial is. The spec validates against it, every field is
 logged as an MLflow param, and the report turns every field back into a typed
 factor column, so two trials that differ in any option never merge into one
-row. This module imports neither torch nor MLflow (the name lookups inside
-`TrainConfig.validate` are imported when it runs).
+row. This module imports neither torch nor MLflow.
 
 Trials-table columns (`trials.csv`), in this order:
 
@@ -31,7 +30,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgtune import checks
+from vgtune.core import checks
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
@@ -102,15 +101,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad option and the allowed values."""
-        from vgtune import build
-        from vgtune.data import get_loader
-        from vgtune.models import get_init
-        from vgtune.train import model_config
-
-        build.validate(model_config(self))
-        get_init(self.init)
-        get_loader(self.dataset)
+        """Raise ValueError naming the bad option and the allowed values. The names of networks, inits and
+        datasets are looked up where they are registered: `vgtune.core.train.validate` checks them too."""
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         checks.choice("augment", self.augment, AUGMENTS)
@@ -121,7 +113,8 @@ class TrainConfig:
         checks.number("data_max_gb", self.data_max_gb, 0, low_open=True)
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
+        checks.number("dropout", self.dropout, 0, 1, high_open=True)
+        for name, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
                           ("threads", 0), ("seed", 0), ("split_seed", 0)):
             checks.integer(name, getattr(self, name), low)
         if self.limit is not None:

@@ -30,8 +30,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from vgtune import stats as st
-from vgtune.config import FACTORS
+from vgtune.analysis import stats as st
+from vgtune.core.schema import FACTORS
 
 MITIGATION_FACTORS = ("init", "norm", "residual", "activation", "pool", "dropout", "weight_decay", "optimizer")
 BASELINE = {"init": "default", "norm": "none", "residual": "none", "pool": "none", "dropout": 0.0,

@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vgtune import checks, usercode
-from vgtune.config import FIELDS, SPLITS, TrainConfig
-from vgtune.gradflow import Thresholds
+from vgtune.core import checks, usercode
+from vgtune.core.diagnosis import Thresholds
+from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
@@ -150,7 +150,7 @@ class SweepSpec:
     @property
     def references(self) -> list[str]:
         """The user's `module:function` models and loaders the trials use."""
-        from vgtune.usercode import is_reference
+        from vgtune.core.usercode import is_reference
 
         refs = {t[k] for t in self.trials for k in ("model", "dataset") if is_reference(t[k])}
         return sorted(refs)
@@ -275,8 +275,10 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
 
 def _problem(values: dict[str, Any]) -> str | None:
     """Why these values are not a valid TrainConfig, or None."""
+    from vgtune.core.train import validate  # the registered names: imports torch, when a spec is checked
+
     try:
-        TrainConfig(**_nest(values)).validate()
+        validate(TrainConfig(**_nest(values)))
     except (ValueError, TypeError) as exc:
         return str(exc)
     return None
@@ -518,7 +520,7 @@ def _confirm(raw: dict, nuisance: dict, repeats: int | None) -> int:
 
 
 def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:
-    from vgtune.pack import parse_size, why_not
+    from vgtune.core.packing import parse_size, why_not
 
     try:
         size = parse_size(raw.get("pack", "off"))
@@ -603,8 +605,8 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> None:
 
 def check_data(spec: SweepSpec) -> None:
     """Load every distinct dataset once on the driver, so a missing root fails now."""
-    from vgtune import data as data_mod
-    from vgtune.train import data_config
+    from vgtune.core import data as data_mod
+    from vgtune.core.train import data_config
 
     seen = set()
     for t in spec.trials:
@@ -623,9 +625,9 @@ def check_models(spec: SweepSpec) -> None:
     one probed training step on real examples: a broken factory, probe path or output shape fails now."""
     import torch
 
-    from vgtune import build
-    from vgtune import data as data_mod
-    from vgtune.train import data_config, model_config
+    from vgtune.core import data as data_mod
+    from vgtune.core import networks
+    from vgtune.core.train import data_config, model_config
 
     seen = set()
     for t in spec.trials:
@@ -640,7 +642,7 @@ def check_models(spec: SweepSpec) -> None:
         seen.add(key)
         torch.manual_seed(cfg.seed)
         try:
-            build.check(mcfg, data.x_train[:8], data.y_train[:8], cfg.init, cfg.init_scale)
+            networks.check(mcfg, data.x_train[:8], data.y_train[:8], cfg.init, cfg.init_scale)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
 

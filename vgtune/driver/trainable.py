@@ -22,12 +22,13 @@ import ray
 import torch
 from ray import tune
 
-from vgtune import usercode
-from vgtune.config import THEORY
-from vgtune.gradflow import Thresholds
-from vgtune.pack import left, train_pack
-from vgtune.stopper import GradientCollapseStopper
-from vgtune.train import EpochReport, TrainConfig, train
+from vgtune.core import usercode
+from vgtune.core.diagnosis import Thresholds
+from vgtune.core.fused import train_pack
+from vgtune.core.packing import left
+from vgtune.core.schema import THEORY
+from vgtune.core.train import EpochReport, TrainConfig, train
+from vgtune.driver.stopper import GradientCollapseStopper
 
 STATE_FILE = "state.pt"
 

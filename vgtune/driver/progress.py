@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from vgtune.pack import left
-from vgtune.runlog import final_status
+from vgtune.core.packing import left
+from vgtune.tracking.logger import final_status
 
 ORDER = ("completed", "stopped", "diverged", "error")
 

@@ -21,17 +21,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vgtune import build, theory
-from vgtune import data as data_mod
-from vgtune.config import OPTIMIZERS, STATUSES, TrainConfig
-from vgtune.gradflow import GradFlowProbe, Thresholds, diagnose, mean_series, summarize
-from vgtune.models import ModelConfig, get_activation, init_weights
+from vgtune.core import data as data_mod
+from vgtune.core import networks, theory
+from vgtune.core.diagnosis import Thresholds, diagnose
+from vgtune.core.gradflow import GradFlowProbe, mean_series, summarize
+from vgtune.core.models import ModelConfig, get_activation, get_init, init_weights
+from vgtune.core.schema import OPTIMIZERS, STATUSES, TrainConfig
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
     return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
                                image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed,
                                max_gb=cfg.data_max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """`TrainConfig.validate`, plus the registered names: network (arch or factory), init and dataset."""
+    cfg.validate()
+    networks.validate(model_config(cfg))
+    get_init(cfg.init)
+    data_mod.get_loader(cfg.dataset)
 
 
 def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8),
@@ -58,7 +67,7 @@ class EpochReport:
 class TrialResult:
     config: dict[str, Any]  # the TrainConfig as a dict
     status: str = "completed"  # one of STATUSES
-    diagnosis: str = "healthy"  # one of vgtune.gradflow.DIAGNOSES
+    diagnosis: str = "healthy"  # one of vgtune.core.diagnosis.DIAGNOSES
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     layers: list[dict[str, Any]] = field(default_factory=list)  # probes: step, epoch, per-block series
     summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.config.RESULTS
@@ -105,7 +114,7 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
 
     The probe counts saturated units with `thresholds.saturation_eps`.
     """
-    cfg.validate()
+    validate(cfg)
     thresholds = thresholds or Thresholds()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -115,8 +124,8 @@ def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
     data = data_mod.load(data_config(cfg)).to(device, memory_format=fmt)
     torch.manual_seed(cfg.seed)
     mcfg = model_config(cfg, data.input_shape, data.num_classes)
-    model = build.create(mcfg)
-    blocks = build.probe_blocks(model, mcfg.probe)
+    model = networks.create(mcfg)
+    blocks = networks.probe_blocks(model, mcfg.probe)
     model.to(device=device, memory_format=fmt)
     init_weights(model, cfg.init, sample=data.x_train[:256], scale=cfg.init_scale, activation=cfg.activation)
     if cfg.optimizer == "sgd":
@@ -449,4 +458,4 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, A
 __all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
            "evaluate", "evaluate_epoch", "final_probe", "diverged", "majority_share", "measure_init", "begin",
            "record_epoch", "ends", "finish", "record_init", "lr_at", "set_lr", "epoch_batches", "data_config",
-           "model_config", "OPTIMIZERS", "STATUSES"]
+           "model_config", "validate", "OPTIMIZERS", "STATUSES"]

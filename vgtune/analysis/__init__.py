@@ -1,0 +1,1 @@
+"""From a trials table to the report: effects, fair selection, statistics, plots."""
