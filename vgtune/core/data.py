@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vgtune.core import usercode
+from vgtune.core.registry import Registry
 
 
 class DataError(ValueError):
@@ -37,7 +38,7 @@ class DataError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # key of DATASETS
+    name: str = "digits"  # name in DATASETS, or a user loader "module:function"
     root: str | None = None  # folder holding torchvision data / an image folder
     download: bool = False  # let torchvision download into `root`
     image_size: int = 32  # side length images are resized to (imagefolder only)
@@ -112,6 +113,7 @@ def eval_batches(x: torch.Tensor, y: torch.Tensor,
 # as numpy/torch on the CPU; `load` splits and normalizes.
 
 Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
+DATASETS: Registry[Callable[[DataConfig], Raw]] = Registry("dataset", hint="(or module:function)")
 
 
 def _digits_file() -> Path:
@@ -123,6 +125,7 @@ def _digits_file() -> Path:
     return path
 
 
+@DATASETS.register("digits")
 def _digits(cfg: DataConfig) -> Raw:
     table = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)  # 64 pixels (0..16), label
     x = torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 8, 8) / 16.0  # (1797, 1, 8, 8)
@@ -130,6 +133,7 @@ def _digits(cfg: DataConfig) -> Raw:
     return x, y, None, None, 10
 
 
+@DATASETS.register("synthetic")
 def _synthetic(cfg: DataConfig) -> Raw:
     """Gaussian class prototypes plus noise: learnable, 10 classes, 1x8x8."""
     g = torch.Generator().manual_seed(cfg.split_seed + 12345)
@@ -171,6 +175,12 @@ def _to_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
     return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
 
+DATASETS.register("mnist", _torchvision("MNIST"))
+DATASETS.register("fashion_mnist", _torchvision("FashionMNIST"))
+DATASETS.register("cifar10", _torchvision("CIFAR10"))
+
+
+@DATASETS.register("imagefolder")
 def _imagefolder(cfg: DataConfig) -> Raw:
     import torchvision
     from torchvision import transforms
@@ -188,23 +198,11 @@ def _imagefolder(cfg: DataConfig) -> Raw:
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), None, None, len(ds.classes)
 
 
-DATASETS: dict[str, Callable[[DataConfig], Raw]] = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    "mnist": _torchvision("MNIST"),
-    "fashion_mnist": _torchvision("FashionMNIST"),
-    "cifar10": _torchvision("CIFAR10"),
-    "imagefolder": _imagefolder,
-}
-
-
 def get_loader(name: str) -> Callable[[DataConfig], Raw] | Callable[..., tuple]:
     """A built-in loader by name, or the user's `module:function` (see `user_splits`)."""
     if usercode.is_reference(name):
         return usercode.load(name, "dataset")
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (or module:function)")
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 # ------------------------------------------------------------------- user loaders

@@ -224,7 +224,7 @@ def max_slope(module: nn.Module) -> float:
 
 def last_activation(block: nn.Module, activation: str) -> nn.Module | None:
     """The last submodule of `block` (itself included) of the activation's class, or None."""
-    cls = ACTIVATIONS.get(activation)
+    cls = ACTIVATIONS[activation] if activation in ACTIVATIONS else None
     found = [m for m in block.modules() if cls is not None and type(m) is cls]
     return found[-1] if found else None
 

@@ -48,7 +48,7 @@ def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8)
     return ModelConfig(depth=cfg.depth, width=cfg.width, kernel_size=cfg.kernel_size, activation=cfg.activation,
                        norm=cfg.norm, residual=cfg.residual, pool=cfg.pool, dropout=cfg.dropout,
                        in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes,
-                       arch=cfg.arch, factory=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe_modules)
+                       arch=cfg.arch, model=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe_modules)
 
 
 @dataclass
