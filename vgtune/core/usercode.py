@@ -4,8 +4,8 @@ A reference is `module:function`. The module is imported from the spec's
 folder (put on `sys.path` by `vgtune.spec.load`) or from `PYTHONPATH`; every
 failure is a ValueError of one line that names the reference and what is
 wrong with it (an `OptionError` whose option is `model` or `dataset`).
-`shipped` lists the modules a Ray job must carry to its workers (`runtime_env={"py_modules": ...}`): those that are not installed
-packages.
+`shipped` lists the modules a Ray job must carry to its workers
+(`runtime_env={"py_modules": ...}`): those that are not installed packages.
 """
 
 from __future__ import annotations
