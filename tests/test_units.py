@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from vgtune.core import schema
-from vgtune.core.schema import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
+from vgtune.core.columns import CONTRACT_FACTORS
+from vgtune.core.schema import FACTORS, FIELDS, TrainConfig, param_text, parse_param
 from vgtune.driver.stopper import GradientCollapseStopper
 from vgtune.tracking.reader import dedupe
 

@@ -37,11 +37,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from vgtune.core.columns import PROFILE, SERIES
 from vgtune.core.models import ACTIVATIONS, RELU_FAMILY, SATURATING
-from vgtune.core.schema import PROFILE
-
-SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
-          "dead_frac", "saturated_frac")
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:

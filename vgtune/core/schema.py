@@ -5,20 +5,9 @@ logged as an MLflow param, and the report turns every field back into a typed
 factor column, so two trials that differ in any option never merge into one
 row. This module imports neither torch nor MLflow.
 
-Trials-table columns (`trials.csv`), in this order:
-
-- the contract factors `depth, width, activation, init, norm, residual,
-  optimizer, lr, seed, dataset` (`CONTRACT_FACTORS`);
-- the results `status, diagnosis, test_acc, val_acc, train_loss,
-  grad_attenuation_init, grad_attenuation_final, train_seconds, epochs_run,
-  mlflow_run_id` (`RESULTS`);
-- where the final probe loses its gradient `worst_drop_block, worst_drop_decades,
-  decades_per_block` (`PROFILE`, see `vgtune.gradflow.profile`);
-- the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
-  (`THEORY`, see `vgtune.theory`);
-- `arm, nuisance, selected, variant, stage` (`ARM_COLUMNS`, see `vgtune.fair`),
-  `chance_acc` (the score a diverged trial gets);
-- every other `TrainConfig` field, in declaration order.
+The trials table (`trials.csv`) leads with the columns `vgtune.core.columns`
+lists (`TRIALS_HEAD`), then every other `TrainConfig` field in declaration
+order (`FACTORS` is every field, the contract factors first).
 """
 
 from __future__ import annotations
@@ -31,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vgtune.core import checks
+from vgtune.core.columns import CONTRACT_FACTORS
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
@@ -114,8 +104,9 @@ class TrainConfig:
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
         checks.number("dropout", self.dropout, 0, 1, high_open=True)
-        for name, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
-                          ("threads", 0), ("seed", 0), ("split_seed", 0)):
+        for name, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("epochs", 1), ("batch_size", 1),
+                          ("probe_every", 0), ("init_probe_batches", 1), ("threads", 0), ("seed", 0),
+                          ("split_seed", 0)):
             checks.integer(name, getattr(self, name), low)
         if self.limit is not None:
             checks.integer("limit", self.limit, 1)
@@ -129,18 +120,8 @@ class TrainConfig:
 # ------------------------------------------------------------------ the trials table
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
-CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed",
-                    "dataset")
+# Every TrainConfig field as a trials-table factor column: the contract factors first (vgtune.core.columns).
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
-RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
-           "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
-PROFILE = ("worst_drop_block", "worst_drop_decades", "decades_per_block")  # vgtune.gradflow.profile
-# The mean-field prediction beside the measurement (vgtune.theory); `theory` says why one is empty.
-THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
-# Fair comparisons (vgtune.fair): the trial's arm (a stable id of its scientific factors), its nuisance
-# setting (`lr=0.02`) and spec variant; `selected` marks the rows of each arm's chosen setting.
-# `stage`: select (stage 1, chooses each arm's setting) | confirm (stage 2, fresh seeds; the report's evidence).
-ARM_COLUMNS = ("arm", "nuisance", "variant", "stage")
 _HINTS = typing.get_type_hints(TrainConfig)
 
 

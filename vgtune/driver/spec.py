@@ -46,6 +46,7 @@ import numpy as np
 import yaml
 
 from vgtune.core import checks, usercode
+from vgtune.core.columns import SELECTION_METRICS, TEST_METRICS
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
 
@@ -56,7 +57,6 @@ DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
 MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
-METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data (see `metric` below)
 CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
 STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
 MODES = ("max", "min")
@@ -431,11 +431,11 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SpecError(f"name: must be a non-empty string without '/', got {name!r}")
     metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
-    if metric in ("test_acc", "test_loss"):
+    if metric in TEST_METRICS:
         raise SpecError(f"metric: {metric} is test data, which never chooses a setting or drives a scheduler; "
-                        f"valid: {', '.join(METRICS)}")
-    if metric not in METRICS:
-        raise SpecError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+                        f"valid: {', '.join(SELECTION_METRICS)}")
+    if metric not in SELECTION_METRICS:
+        raise SpecError(f"metric: unknown metric {metric!r}; valid: {', '.join(SELECTION_METRICS)}")
     if mode not in MODES:
         raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
     resources = _resources(raw)

@@ -23,10 +23,10 @@ import torch
 from ray import tune
 
 from vgtune.core import usercode
+from vgtune.core.columns import THEORY
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.fused import train_pack
 from vgtune.core.packing import left
-from vgtune.core.schema import THEORY
 from vgtune.core.train import EpochReport, TrainConfig, train
 from vgtune.driver.stopper import GradientCollapseStopper
 

@@ -25,13 +25,11 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.core.schema import ARM_COLUMNS, FACTORS, PROFILE, RESULTS, parse_param
+from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS
+from vgtune.core.schema import FACTORS, parse_param
 from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
-RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                  "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted", "chance_acc",
-                  "chance_val_acc") + PROFILE
 
 
 class UnknownExperiment(ValueError):
