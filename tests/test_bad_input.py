@@ -116,7 +116,7 @@ USER_CASES = {
     "loader raises": ("dataset: badnets:loader_raises\n", "badnets:loader_raises raised RuntimeError: no such file"),
     "unknown lr_schedule": ("fixed: {lr_schedule: linear}\n", "unknown lr_schedule 'linear'; valid: constant, step"),
     "unknown augment": ("fixed: {augment: cutout}\n", "unknown augment 'cutout'; valid: none, crop_flip"),
-    "max_gb 0": ("dataset: {name: digits, max_gb: 0}\n", "data_max_gb must be a number > 0, got 0"),
+    "max_gb 0": ("dataset: {name: digits, max_gb: 0}\n", "dataset.max_gb: must be a number > 0, got 0"),
 }
 CORPUS_USER = {case: (f"name: t\n{text}", [], message) for case, (text, message) in USER_CASES.items()}
 

@@ -96,3 +96,24 @@ def test_dedupe_merges_one_configuration_newest_finished_wins():
     assert len(kept) == 1 and kept["test_acc"].item() == 0.9
 
 
+
+
+def test_a_registry_creates_by_name_and_lists_the_valid_names():
+    from vgtune.core.checks import OptionError
+    from vgtune.core.registry import Registry
+
+    shapes = Registry("shape", hint="(or module:function)")
+    shapes.register("square", lambda side: side * side)
+
+    @shapes.register("circle")
+    def circle(r):
+        return 3 * r * r
+
+    assert shapes.names() == ["square", "circle"] and "circle" in shapes and list(shapes) == shapes.names()
+    assert shapes.create("square", 3) == 9 and shapes.get("circle") is circle
+    with pytest.raises(OptionError) as err:
+        shapes.get("hexagon")
+    assert (err.value.option, err.value.valid) == ("shape", ("square", "circle"))
+    assert str(err.value) == "unknown shape 'hexagon'; valid: square, circle (or module:function)"
+    with pytest.raises(ValueError, match="registered twice"):
+        shapes.register("square", None)

@@ -97,14 +97,15 @@ def probe_blocks(model: nn.Module, paths: list[str] | None = None) -> list[nn.Mo
 
 def check(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, init: str = "default", init_scale: float = 1.0) -> None:
     """Build one model on the CPU, initialize it and run one probed training step on the batch (x, y):
-    ValueError naming the first thing that fails (how a spec's model is checked before Ray starts)."""
+    OptionError (model, arch or probe) naming the first thing that fails (how a spec's model is checked before
+    Ray starts)."""
     from vgtune.core.gradflow import GradFlowProbe
     from vgtune.core.models import init_weights
 
     option, what = ("model", f"{cfg.model}") if cfg.model else ("arch", f"{cfg.arch}")
     try:
         model = create(cfg)
-    except ValueError:
+    except OptionError:
         raise
     except Exception as exc:
         raise keyed(option, f"{what} failed to build: {type(exc).__name__}: {exc}") from None
@@ -128,7 +129,7 @@ def check(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, init: str = "defau
                                  "activations")
         probe.snapshot()
         probe.read()
-    except ValueError:
+    except OptionError:
         raise
     except Exception as exc:
         raise keyed(option, f"{what}: a training step on a batch of shape {tuple(x.shape)} failed: "

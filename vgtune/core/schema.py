@@ -79,19 +79,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; an unknown key raises ValueError listing the valid keys."""
+        """Build from a dict the spec checked (`vgtune.driver.spec`): the values are trusted, not validated again.
+        Fields under their former names (`RENAMED`, a checkpoint of an older sweep) are read too; an unknown key
+        raises ValueError listing the valid keys."""
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(FIELDS))
         if unknown:
             raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(FIELDS)}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad option and the allowed values. The names of networks, inits and
+        """Raise OptionError naming the bad option and the allowed values. The names of networks, inits and
         datasets are looked up where they are registered: `vgtune.core.train.validate` checks them too."""
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -114,12 +115,14 @@ class TrainConfig:
             checks.boolean(name, getattr(self, name))
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
                                                     or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be {DEVICES}, got {self.device!r}")
+            raise checks.invalid("device", f"must be {DEVICES}, got {self.device!r}")
 
 
 # ------------------------------------------------------------------ the trials table
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Fields renamed since sweeps were logged under the old name (old -> new): checkpoints and MLflow params still read.
+RENAMED: dict[str, str] = {}
 # Every TrainConfig field as a trials-table factor column: the contract factors first (vgtune.core.columns).
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
 _HINTS = typing.get_type_hints(TrainConfig)

@@ -36,7 +36,10 @@ def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """`TrainConfig.validate`, plus the registered names: network (arch or factory), init and dataset."""
+    """`TrainConfig.validate`, plus the registered names: network (arch or factory), init and dataset.
+
+    OptionError naming the option. The spec calls it once per trial on the driver; `train` and `probe` call it
+    for a TrainConfig built in Python (not for the spec's trials: `checked=True`)."""
     cfg.validate()
     networks.validate(model_config(cfg))
     get_init(cfg.init)
@@ -112,9 +115,8 @@ class Setup:
 def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
     """Data on the device, a seeded and initialized model, its optimizer and probe.
 
-    The probe counts saturated units with `thresholds.saturation_eps`.
+    The probe counts saturated units with `thresholds.saturation_eps`. Trusts `cfg` (see `validate`).
     """
-    validate(cfg)
     thresholds = thresholds or Thresholds()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -425,11 +427,15 @@ def ends(run: Run, report: EpochReport, stop: bool | None) -> bool:
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
-          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None) -> TrialResult:
+          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
+          checked: bool = False) -> TrialResult:
     """Train one configuration; never raises for a diverging run (status 'diverged').
 
-    `on_epoch` may return True to stop the trial early (status 'stopped').
+    `on_epoch` may return True to stop the trial early (status 'stopped'). `cfg` is validated first (an
+    OptionError names a bad option) unless `checked`: a spec's trials were, once, on the driver.
     """
+    if not checked:
+        validate(cfg)
     thresholds = thresholds or Thresholds()
     t0 = time.perf_counter()
     s = setup(cfg, thresholds)
@@ -445,8 +451,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     return finish(run.result, thresholds)
 
 
-def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """Gradient flow at initialization only: no update is made (`thresholds` as in `train`)."""
+def probe(cfg: TrainConfig, thresholds: Thresholds | None = None, checked: bool = False) -> dict[str, Any]:
+    """Gradient flow at initialization only: no update is made (`thresholds`, `checked` as in `train`)."""
+    if not checked:
+        validate(cfg)
     s = setup(cfg, thresholds)
     series = mean_series(measure_init(s, cfg.init_probe_batches))
     summary = summarize(series) | s.prediction.as_dict()

@@ -71,7 +71,7 @@ def run_trial(config: dict[str, Any]) -> None:
         due = report.final or report.metrics["epoch"] % every == 0
         _checkpointed(epoch_metrics(report) | {"node": node}, report.state() if due else None)
 
-    train(cfg, on_epoch=on_epoch, resume=_load_state(tune.get_checkpoint()), thresholds=thresholds)
+    train(cfg, on_epoch=on_epoch, resume=_load_state(tune.get_checkpoint()), thresholds=thresholds, checked=True)
 
 
 def _checkpointed(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
