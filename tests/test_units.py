@@ -64,7 +64,7 @@ def test_schema_module_imports_neither_torch_nor_mlflow():
 
 
 @pytest.mark.parametrize("name,value", [("depth", 24), ("lr", 0.02), ("bf16", True), ("probes", False),
-                                        ("limit", None), ("data_root", None), ("activation", "tanh"),
+                                        ("limit", None), ("root", None), ("activation", "tanh"),
                                         ("diverge_loss", 1e4), ("probe_every", 5)])
 def test_params_read_back_as_the_value_that_was_logged(name, value):
     assert parse_param(name, str(value)) == value
@@ -117,3 +117,12 @@ def test_a_registry_creates_by_name_and_lists_the_valid_names():
     assert str(err.value) == "unknown shape 'hexagon'; valid: square, circle (or module:function)"
     with pytest.raises(ValueError, match="registered twice"):
         shapes.register("square", None)
+
+
+def test_fields_under_their_former_names_still_read():
+    from vgtune.tracking.reader import _param
+
+    old = {"probe_modules": '["blocks.0"]', "data_root": "/data", "data_max_gb": "2.0"}
+    assert TrainConfig.from_dict(old | {"data_max_gb": 2.0}).max_gb == 2.0
+    assert [_param(old, f) for f in ("probe", "root", "max_gb")] == ['["blocks.0"]', "/data", "2.0"]
+    assert _param({"max_gb": "3.0", "data_max_gb": "2.0"}, "max_gb") == "3.0"

@@ -36,17 +36,17 @@ class TrainConfig:
     depth: int = 4  # conv blocks (resnet_cifar: weighted layers, 6n+2)
     width: int = 16  # channels per block
     kernel_size: int = 3  # conv kernel side
-    activation: str = "relu"  # see vgtune.models.ACTIVATIONS
-    init: str = "default"  # see vgtune.models.INITS
+    activation: str = "relu"  # see vgtune.core.models.ACTIVATIONS
+    init: str = "default"  # see vgtune.core.models.INITS
     init_scale: float = 1.0  # multiplies the initialized conv weights (sigma_w^2 scales by its square)
-    norm: str = "none"  # see vgtune.models.NORMS
-    residual: str = "none"  # see vgtune.models.RESIDUALS
+    norm: str = "none"  # see vgtune.core.models.NORMS
+    residual: str = "none"  # see vgtune.core.models.RESIDUALS
     pool: str = "none"  # pooling between stages: none | max | avg
     dropout: float = 0.0  # dropout after every activation
-    arch: str = "cnn"  # see vgtune.build.ARCHS: cnn | resnet_cifar
-    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.build)
+    arch: str = "cnn"  # see vgtune.core.networks.ARCHS: cnn | resnet_cifar
+    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.core.networks)
     model_args: dict[str, Any] = field(default_factory=dict)  # more keywords for the user factory
-    probe_modules: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
+    probe: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
     # optimization
     optimizer: str = "sgd"  # sgd (with momentum) | adam
     lr: float = 0.05  # learning rate
@@ -57,15 +57,15 @@ class TrainConfig:
     batch_size: int = 64  # examples per step
     seed: int = 0  # weights, batch order, dropout (and with split per_seed the train/val split); CPU repeats it
     # data
-    dataset: str = "digits"  # see vgtune.data.DATASETS, or a user loader "module:function"
-    data_root: str | None = None  # where torchvision / imagefolder data lives
-    download: bool = False  # allow torchvision to download into data_root
+    dataset: str = "digits"  # see vgtune.core.data.DATASETS, or a user loader "module:function"
+    root: str | None = None  # where torchvision / imagefolder data lives (spec: dataset.root)
+    download: bool = False  # allow torchvision to download into root
     image_size: int = 32  # imagefolder resize side
     limit: int | None = None  # cap on training examples
     augment: str = "none"  # none | crop_flip (training batches: random 4-pixel-padded crops, horizontal flips)
     split_seed: int = 0  # train/val/test split seed, shared by all trials
     split: str = "fixed"  # fixed: one train/val split for all trials | per_seed: `seed` draws it (test stays fixed)
-    data_max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors
+    max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors (spec: dataset.max_gb)
     # probes and safety
     probes: bool = True  # gradient-flow probes (off only to measure their cost)
     probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
@@ -101,7 +101,7 @@ class TrainConfig:
         checks.number("lr", self.lr, 0, low_open=True)
         checks.number("init_scale", self.init_scale, 0, low_open=True)
         checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
-        checks.number("data_max_gb", self.data_max_gb, 0, low_open=True)
+        checks.number("max_gb", self.max_gb, 0, low_open=True)
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
         checks.number("dropout", self.dropout, 0, 1, high_open=True)
@@ -122,7 +122,7 @@ class TrainConfig:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # Fields renamed since sweeps were logged under the old name (old -> new): checkpoints and MLflow params still read.
-RENAMED: dict[str, str] = {}
+RENAMED = {"probe_modules": "probe", "data_root": "root", "data_max_gb": "max_gb"}
 # Every TrainConfig field as a trials-table factor column: the contract factors first (vgtune.core.columns).
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -148,7 +148,7 @@ def param_text(value: Any) -> str:
 def parse_param(name: str, text: str | None) -> Any:
     """A TrainConfig value back from its MLflow param string (`param_text`); None for 'None'/missing.
 
-    List and mapping values stay JSON text: one hashable factor column (`model_args`, `probe_modules`)."""
+    List and mapping values stay JSON text: one hashable factor column (`model_args`, `probe`)."""
     if text is None or text == "None" or (isinstance(text, float) and text != text):
         return None
     kind = TYPES.get(name, str)

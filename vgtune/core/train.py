@@ -30,9 +30,9 @@ from vgtune.core.schema import OPTIMIZERS, STATUSES, TrainConfig
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
-    return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
+    return data_mod.DataConfig(dataset=cfg.dataset, root=cfg.root, download=cfg.download,
                                image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed,
-                               max_gb=cfg.data_max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
+                               max_gb=cfg.max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -51,7 +51,7 @@ def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8)
     return ModelConfig(depth=cfg.depth, width=cfg.width, kernel_size=cfg.kernel_size, activation=cfg.activation,
                        norm=cfg.norm, residual=cfg.residual, pool=cfg.pool, dropout=cfg.dropout,
                        in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes,
-                       arch=cfg.arch, model=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe_modules)
+                       arch=cfg.arch, model=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe)
 
 
 @dataclass
@@ -148,7 +148,7 @@ def majority_share(y: torch.Tensor) -> float:
 
 def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
     """Mean-field theory's gradient flow for this configuration, or why it has none."""
-    reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout, cfg.model or cfg.arch)
+    reason = theory.why_no_theory(cfg.norm, cfg.residual, cfg.pool, cfg.dropout, cfg.model or cfg.arch)
     if reason is not None:
         return theory.not_applicable(reason)
     return theory.predict(model, data.x_train[:256].cpu(), get_activation(cfg.activation), data.input_shape[1])

@@ -55,9 +55,10 @@ from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
             "checkpoint_every", "thresholds", "pack", "confirm", "split", "correction")
-DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
-                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
-MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
+# `dataset:` keys -> TrainConfig fields: each its own name, but `name`, which is the field `dataset`.
+DATASET_KEYS = {"name": "dataset", "root": "root", "download": "download",
+                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "max_gb"}
+MODEL_KEYS = ("model", "arch", "probe")  # top-level keys that are TrainConfig fields of the same name
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
 CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
 STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
@@ -68,10 +69,10 @@ STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
 TRAIN_KEYS = FIELDS
 # The TrainConfig fields a top-level key sets, by that key's path: where an error about the field points.
 OWN_PATHS = {field: "dataset" if key == "name" else f"dataset.{key}" for key, field in DATASET_KEYS.items()} | {
-    field: key for key, field in MODEL_KEYS.items()}
+    key: key for key in MODEL_KEYS}
 # Set per trial by a top-level section of the spec (field -> section), not by parameters.
 RESERVED = {f: "dataset" for f in DATASET_KEYS.values()} | {"threads": "resources", "device": "resources",
-                                                            "probe_modules": "probe", "split": "split"}
+                                                            "probe": "probe", "split": "split"}
 
 
 class SpecError(ValueError):
@@ -285,7 +286,7 @@ def _dataset(raw: dict) -> dict[str, Any]:
 
 def _model(raw: dict) -> dict[str, Any]:
     """The top-level model keys as TrainConfig fields."""
-    return {field: raw[key] for key, field in MODEL_KEYS.items() if key in raw}
+    return {key: raw[key] for key in MODEL_KEYS if key in raw}
 
 
 def _flat(where: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -553,7 +554,7 @@ def _confirm(raw: dict, nuisance: dict, repeats: int | None) -> int:
 
 
 def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:
-    from vgtune.core.packing import parse_size, why_not
+    from vgtune.core.packing import parse_size, why_unpackable
 
     try:
         size = parse_size(raw.get("pack", "off"))
@@ -562,7 +563,7 @@ def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) ->
     if size != "off" and scheduler["type"] != "fifo":
         raise SpecError("pack", f"scheduler {scheduler['type']} pauses and stops trials one by one, which a fused pack "
                         "cannot; use scheduler.type fifo (the gradient-collapse stopper works per member) or pack: off")
-    reasons = [why_not(t) for t in trials]
+    reasons = [why_unpackable(t) for t in trials]
     if isinstance(size, int) and all(reasons):
         raise SpecError("pack", f"{size}: no trial of this spec can be packed ({reasons[0]}); use pack: off")
     return size

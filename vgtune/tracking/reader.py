@@ -26,7 +26,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS
-from vgtune.core.schema import FACTORS, parse_param
+from vgtune.core.schema import FACTORS, RENAMED, parse_param
 from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
@@ -141,9 +141,16 @@ def _metric(value: float | None) -> float:
     return value
 
 
+def _param(params: dict[str, str], field: str) -> str | None:
+    """A TrainConfig field's param, or the param it was logged under before a rename (`RENAMED`)."""
+    if field in params:
+        return params[field]
+    return next((params[old] for old, new in RENAMED.items() if new == field and old in params), None)
+
+
 def _row(run: _Record) -> dict:
     params, metrics, tags = run.params, run.metrics, run.tags
-    row = {f: parse_param(f, params.get(f)) for f in FACTORS}
+    row = {f: parse_param(f, _param(params, f)) for f in FACTORS}
     row["status"] = tags.get("status", "running")
     row["diagnosis"] = tags.get("diagnosis", "healthy")
     row |= {m: _metric(metrics.get(m)) for m in RESULT_METRICS}
