@@ -73,7 +73,7 @@ class TrialResult:
     diagnosis: str = "healthy"  # one of vgtune.core.diagnosis.DIAGNOSES
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     layers: list[dict[str, Any]] = field(default_factory=list)  # probes: step, epoch, per-block series
-    summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.config.RESULTS
+    summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.core.columns.RESULTS
     error: str | None = None  # why the trial ended early, if it did
 
     def to_dict(self) -> dict[str, Any]:

@@ -255,7 +255,7 @@ def _mapping(raw: dict, key: str, default: Any = None) -> dict:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise SpecError(f"{key}", f"expected a mapping, got {type(value).__name__} {value!r}")
+        raise SpecError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -353,11 +353,11 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
     where = f"{section}.{key}"
     if isinstance(value, list):
         if not value:
-            raise SpecError(f"{where}", "empty list; give at least one value")
+            raise SpecError(where, "empty list; give at least one value")
         return value
     if isinstance(value, dict):
         if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-            raise SpecError(f"{where}", f"a distribution is one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {value!r}")
+            raise SpecError(where, f"a distribution is one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {value!r}")
         (kind, args), = value.items()
         if kind == "choice":
             if not isinstance(args, list) or not args:
@@ -403,7 +403,7 @@ def _config_list(raw: dict, key: str, default: list) -> list[dict[str, Any]]:
     if items is None:
         return default
     if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
-        raise SpecError(f"{key}", f"expected a non-empty list of mappings, got {items!r}")
+        raise SpecError(key, f"expected a non-empty list of mappings, got {items!r}")
     for i, c in enumerate(items):
         _check_training_keys(f"{key}[{i}].", c)
     return [_flat(f"{key}[{i}].", c) for i, c in enumerate(items)]
@@ -538,7 +538,7 @@ def _choice(raw: dict, key: str, valid: tuple[str, ...]) -> str:
     """A top-level key whose value is one of `valid` (default: the first)."""
     value = raw.get(key, valid[0])
     if value not in valid:
-        raise SpecError(f"{key}", f"must be one of {', '.join(valid)}, got {value!r}")
+        raise SpecError(key, f"must be one of {', '.join(valid)}, got {value!r}")
     return value
 
 
@@ -559,7 +559,7 @@ def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) ->
     try:
         size = parse_size(raw.get("pack", "off"))
     except ValueError as exc:
-        raise SpecError("pack", f"{exc}") from None
+        raise SpecError("pack", str(exc)) from None
     if size != "off" and scheduler["type"] != "fifo":
         raise SpecError("pack", f"scheduler {scheduler['type']} pauses and stops trials one by one, which a fused pack "
                         "cannot; use scheduler.type fifo (the gradient-collapse stopper works per member) or pack: off")

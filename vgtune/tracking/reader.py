@@ -1,8 +1,10 @@
 """Load a sweep's trials from MLflow into one tidy DataFrame (one row per trial).
 
-The columns are `vgtune.config`'s: every `TrainConfig` field as a typed factor
-column (contract factors first), the result columns, then `sweep`, `end_time`
-and the final per-block series as `block*/...` columns for the plots.
+The columns are `vgtune.core.columns`' and `vgtune.core.schema`'s: every
+`TrainConfig` field as a typed factor column (contract factors first; a run
+logged under a field's former name reads too), the result columns, then
+`sweep`, `end_time` and the final per-block series as `block*/...` columns for
+the plots.
 
 From a SQLite store the runs are read with three SQL queries over MLflow's
 `runs`, `tags`, `params` and `latest_metrics` tables (a 10,000-trial sweep in
