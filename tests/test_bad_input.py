@@ -94,7 +94,7 @@ USER_CASES = {
     "model without blocks": ("model: badnets:no_blocks\n", "Sequential has no blocks to probe; give it a `blocks`"),
     "probe path missing": ("model: badnets:good\nprobe: [blocks.0, layer9]\n",
                            "probe: no module 'layer9' in Net; its modules include blocks, blocks.0"),
-    "probe not a list": ("model: badnets:good\nprobe: blocks.0\n", "probe must be a non-empty list of module paths"),
+    "probe not a list": ("model: badnets:good\nprobe: blocks.0\n", "probe: must be a non-empty list of module paths"),
     "probe an unused module": ("model: badnets:good\nprobe: [blocks.0, unused]\n",
                                "probe: block 'unused' yielded no tensor output with a gradient"),
     "model output shape": ("model: badnets:wrong_output\n",

@@ -27,10 +27,15 @@ from vgtune.core import checks
 from vgtune.core.registry import Registry
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
-for _name, _cls in (("relu", nn.ReLU), ("leaky_relu", nn.LeakyReLU), ("elu", nn.ELU), ("selu", nn.SELU),
-                    ("gelu", nn.GELU), ("silu", nn.SiLU), ("tanh", nn.Tanh), ("sigmoid", nn.Sigmoid),
-                    ("identity", nn.Identity)):
-    ACTIVATIONS.register(_name, _cls)
+ACTIVATIONS.register("relu", nn.ReLU)
+ACTIVATIONS.register("leaky_relu", nn.LeakyReLU)
+ACTIVATIONS.register("elu", nn.ELU)
+ACTIVATIONS.register("selu", nn.SELU)
+ACTIVATIONS.register("gelu", nn.GELU)
+ACTIVATIONS.register("silu", nn.SiLU)
+ACTIVATIONS.register("tanh", nn.Tanh)
+ACTIVATIONS.register("sigmoid", nn.Sigmoid)
+ACTIVATIONS.register("identity", nn.Identity)
 
 # Activations whose units can die (never positive) and those that saturate.
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "silu"})
@@ -108,7 +113,7 @@ class ModelConfig:
     probe: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad field and the allowed values."""
+        """Raise OptionError (a ValueError) naming the bad field and the allowed values."""
         for registry, name in ((ACTIVATIONS, self.activation), (NORMS, self.norm), (RESIDUALS, self.residual),
                                (POOLS, self.pool)):
             registry.get(name)
