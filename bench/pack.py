@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from vgtune.core.fused import train_pack
+from vgtune.core.train import train_pack
 from vgtune.core.train import TrainConfig, train
 
 DEPTHS = (12, 24)
