@@ -50,8 +50,8 @@ def members(tune_id: str, item: dict[str, Any], result: dict[str, Any] | None) -
     """The trials of a Tune trial `tune_id` that trains the planned `item`, with `result` its last result."""
     items = packing.members(item)
     latest = TrialEpoch.from_result(result, len(items)).latest
-    if "members" not in item:
-        return [TrialMember(tune_id, 0, dict(item["train"]), dict(item.get("meta", {})), None, latest[0])]
+    if "members" not in item:  # `item` may be {}: a Tune result of an unstarted trial can lack its config
+        return [TrialMember(tune_id, 0, dict(item.get("train", {})), dict(item.get("meta", {})), None, latest[0])]
     return [TrialMember(packing.member_id(tune_id, k), k, dict(m["train"]), dict(m.get("meta", {})), tune_id, last)
             for k, (m, last) in enumerate(zip(items, latest))]
 
