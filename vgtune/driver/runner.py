@@ -2,7 +2,7 @@
 
     outcome = run_sweep(spec.load("sweeps/default.yaml"), SweepOptions())
 
-Trials are `vgtune.trial.run_trial` with actor reuse (per-trial start-up was
+Trials are `vgtune.driver.trainable.run_trial` with actor reuse (per-trial start-up was
 the dominant cost of small trials), submitted longest first. Results and checkpoints go under
 `storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
 with `Tuner.restore`, running only what is unfinished.

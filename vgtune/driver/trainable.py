@@ -75,6 +75,8 @@ class _Reporter:
         self.latest: list[MemberEpoch | None] = [MemberEpoch.from_dict(m) if m else None for m in latest]
         self.states: dict[int, Callable[[], dict[str, Any]]] = {}  # member -> its latest checkpoint
         self.stopped: set[int] = set()  # members the stopper ended
+        if stopper is not None and saved is not None:  # collapsed probes in a row carry over a resume
+            stopper.streak.update(saved.get("streak", {}))
 
     def __call__(self, reports: dict[int, EpochReport]) -> set[int]:
         trained, stops = [], set()
@@ -94,9 +96,10 @@ class _Reporter:
         return stops
 
     def _state(self) -> dict[str, Any]:
-        """Every member's latest checkpoint (one that ended keeps its last), and its latest epoch."""
+        """Every member's latest checkpoint (one that ended keeps its last), its latest epoch, the stopper's count."""
         return {"members": [self._member_state(k) for k in range(len(self.latest))],
-                "latest": [m.to_dict() if m is not None else None for m in self.latest]}
+                "latest": [m.to_dict() if m is not None else None for m in self.latest],
+                "streak": dict(self.stopper.streak) if self.stopper is not None else {}}
 
     def _member_state(self, k: int) -> dict[str, Any]:
         if k not in self.states:  # ended before this (resumed) run began
