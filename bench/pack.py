@@ -14,8 +14,7 @@ import time
 
 import torch
 
-from vgtune.core.fused import train_pack
-from vgtune.core.train import TrainConfig, train
+from vgtune.core.train import TrainConfig, train, train_pack
 
 DEPTHS = (12, 24)
 SIZES = (4, 16)

@@ -7,8 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from vgtune.core import packing
-from vgtune.core.fused import train_pack
-from vgtune.core.train import TrainConfig, train
+from vgtune.core.train import TrainConfig, train, train_pack
 from vgtune.driver import spec as spec_mod
 from vgtune.driver.runner import SweepOptions, run_sweep
 

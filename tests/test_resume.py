@@ -34,6 +34,12 @@ def _trial_runs(uri):
     return client, client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
 
 
+def _busy_percent(out):
+    """The share of its wall time a sweep's summary says its trial slots spent training and evaluating."""
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("sweep ") and "of it training" in ln]
+    return int(line.split("at a time, ")[1].split("%")[0])
+
+
 def _sweep(tmp_path, *extra):
     return [sys.executable, "-m", "vgtune.cli", "sweep", str(tmp_path / "spec.yaml"), "--num-cpus", "1",
             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage", str(tmp_path / "runs"),
@@ -71,6 +77,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, pack):
     resumed = subprocess.run([sys.executable, "-m", "vgtune.cli", *resume[1:]], capture_output=True, text=True,
                              timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert 0 < _busy_percent(resumed.stdout) <= 100  # only this run's training counts against its wall time
     client, after = _trial_runs(uri)
     ids = [r.data.tags["vgtune.trial_id"] for r in after]
     assert len(after) == 8 and len(set(ids)) == 8  # every trial once, no duplicate runs

@@ -120,3 +120,13 @@ def test_theory_columns_and_the_phase_diagram_reach_the_report(tmp_path):
     assert critical.loc[0, "activation"] == "tanh" and abs(critical.loc[0, "critical_sigma_w2"] - 1) < 1e-3
     _, runs = _trial_runs(outcome.tracking_uri, "phase")
     assert all("grad_attenuation_predicted" in r.data.metrics for r in runs if r.data.params["norm"] == "none")
+
+
+def test_a_trial_an_interrupted_sweep_never_started_reads_as_one_unfinished_trial():
+    """Tune's result of a trial that never started may lack its config: one trial, no epoch, not an error."""
+    from types import SimpleNamespace
+
+    from vgtune.driver.runner import _outcomes
+
+    (t,) = _outcomes(SimpleNamespace(config=None, metrics={}, error=None))
+    assert t["config"] == {} and t["last"] == {} and t["status"] == "stopped" and t["error"] is None

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from vgtune.core.member import MemberEpoch, TrialEpoch
 from vgtune.driver.mlflow_callback import MLflowTracker, flush_all
 from vgtune.tracking.store import TrackingError, Unavailable
 from vgtune.tracking.writer_process import retry
@@ -28,6 +29,11 @@ def test_writes_are_retried_on_transient_errors_but_not_when_unavailable():
     assert failures == ["gone: no run"]
 
 
+def _result(member: MemberEpoch) -> dict:
+    """A Tune result of a trial alone whose epoch is `member` (as `vgtune.driver.trainable` reports it)."""
+    return TrialEpoch([member], [member.latest()]).to_result("val_acc", "max")
+
+
 def test_store_that_cannot_be_written_fails_the_sweep_once(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
@@ -35,7 +41,7 @@ def test_store_that_cannot_be_written_fails_the_sweep_once(tmp_path):
     trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": {"depth": 3}, "meta": {}}}, last_result={})
     tracker.setup()
     tracker.on_trial_start(0, [], trial)
-    tracker.on_trial_result(0, [], trial, {"epoch": 1})
+    tracker.on_trial_result(0, [], trial, _result(MemberEpoch(0, {"epoch": 1, "status": "running"})))
     with pytest.raises(TrackingError, match=f"nothing was recorded in MLflow sqlite:///{not_a_folder}"):
         flush_all()
     assert len(tracker.writer.failures) == 3
@@ -52,17 +58,18 @@ def test_the_writer_process_records_a_trial_and_reports_its_state(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = MLflowTracker(uri, "exp", "exp-1", "name: exp\n", 1)
     cfg = {"depth": 2, "epochs": 1}
-    trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": cfg, "meta": {"arm": "a"}}},
-                            last_result={"epoch": 1, "val_acc": 0.5, "status": "completed"})
     layers = {k: [1.0, 2.0] for k in ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
                                       "dead_frac", "saturated_frac")}
+    result = _result(MemberEpoch(0, {"epoch": 1, "val_acc": 0.5, "status": "completed"}, layers, layers, 2.5))
+    trial = SimpleNamespace(trial_id="t1", config={"trial": {"train": cfg, "meta": {"arm": "a"}}}, last_result=result)
     tracker.setup()
     tracker.on_trial_start(0, [], trial)
-    tracker.on_trial_result(0, [], trial, {"epoch": 1, "val_acc": 0.5, "layers": layers, "layers_init": layers})
+    tracker.on_trial_result(0, [], trial, result)
     tracker.on_trial_complete(0, [], trial)
     tracker.on_experiment_end([trial])
     assert flush_all() == [tracker]
     assert tracker.counts == {"completed": 1} and tracker.unfinished == 0 and tracker.experiment_id
+    assert tracker.work_seconds == 2.5
     client = MlflowClient(uri)
     (run,) = client.search_runs([tracker.experiment_id], "tags.`vgtune.role` = 'trial'")
     assert run.data.metrics["val_acc"] == 0.5 and run.data.metrics["block02/grad_norm"] == 2.0
@@ -77,8 +84,8 @@ def test_importing_vgtune_installs_no_global_hooks():
 
     code = ("import sqlalchemy.event as e, sqlalchemy.engine as en, matplotlib, mlflow\n"
             "before = matplotlib.get_backend.__module__, mlflow.get_tracking_uri()\n"
-            "import vgtune.driver.mlflow_callback, vgtune.analysis.report, vgtune.tracking.reader, "
-            "vgtune.analysis.plots, vgtune.tracking.store, vgtune.cli\n"
+            "import vgtune.driver.mlflow_callback, vgtune.analysis.report, vgtune.tracking.reader\n"
+            "import vgtune.analysis.plots, vgtune.tracking.store, vgtune.cli\n"
             "import vgtune.tracking.store as s\n"
             "assert not e.contains(en.Engine, 'connect', s._sqlite_pragmas)\n"
             "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"

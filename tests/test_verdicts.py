@@ -158,7 +158,7 @@ def test_a_sweep_without_confirmation_says_its_test_scores_are_biased():
 
 
 def test_a_diverged_pack_member_scores_chance_while_the_others_train_on():
-    from vgtune.core.fused import train_pack
+    from vgtune.core.train import train_pack
 
     cfgs = [TrainConfig(depth=3, width=4, epochs=2, lr=lr, diverge_loss=10.0) for lr in (0.05, 1e6)]
     ok, ran_away = train_pack(cfgs)

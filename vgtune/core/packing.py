@@ -20,9 +20,9 @@ def member_id(trial_id: str, index: int) -> str:
     return f"{trial_id}-m{index}"
 
 
-def left(row: dict[str, Any]) -> bool:
-    """Whether a member's latest epoch row (`vgtune.trial.run_pack`) ended its training."""
-    return bool(row) and (row.get("status") != "running" or "stop_reason" in row)
+def members(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trials a planned item (`plan`) trains: a pack's members, or the item alone."""
+    return item["members"] if "members" in item else [item]
 
 
 def why_unpackable(cfg: dict[str, Any]) -> str | None:
@@ -85,4 +85,4 @@ def plan(items: list[dict[str, Any]], size: int | str, slots: int) -> list[dict[
     return out
 
 
-__all__ = ["plan", "parse_size", "PER_MEMBER", "MAX_AUTO", "why_unpackable", "shape_key", "member_id", "left"]
+__all__ = ["plan", "parse_size", "PER_MEMBER", "MAX_AUTO", "why_unpackable", "shape_key", "member_id", "members"]

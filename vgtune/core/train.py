@@ -1,11 +1,17 @@
-"""One trial as plain PyTorch: data -> model -> training loop -> metrics.
+"""Trials as plain PyTorch: data -> model -> the epoch loop -> metrics.
 
     result = train(TrainConfig(depth=20, activation="sigmoid"))
     result.summary["grad_attenuation_init"]   # about -16.5: vanishing
 
+One epoch loop trains every trial: a trial that trains alone is a pack of one.
+The loop trains a `Network` whose forward returns each member's logits
+(M, B, classes): for one member its own model (`Solo`, any architecture), for a
+pack the fused network of `vgtune.core.fused`. Everything else (set-up, the
+init probe, evaluation, the epoch's record, the final probe) is each member's own.
+
 No Ray and no MLflow below this module. `on_epoch` receives an `EpochReport`
-after every epoch (metrics plus a lazy checkpoint), which is how `vgtune.trial`
-talks to Ray Tune; `resume` continues from such a checkpoint.
+after every epoch (metrics plus a lazy checkpoint), which is how
+`vgtune.driver.trainable` talks to Ray Tune; `resume` continues from such a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from vgtune.core import data as data_mod
-from vgtune.core import networks, theory
+from vgtune.core import fused, networks, theory
+from vgtune.core.columns import THEORY
 from vgtune.core.diagnosis import Thresholds, diagnose
 from vgtune.core.gradflow import GradFlowProbe, mean_series, summarize
+from vgtune.core.member import MemberEpoch
 from vgtune.core.models import ModelConfig, get_activation, get_init, init_weights
 from vgtune.core.schema import OPTIMIZERS, STATUSES, TrainConfig
 
@@ -64,6 +73,17 @@ class EpochReport:
     final: bool  # no epoch follows this one (last epoch, or diverged)
     init_layers: dict[str, list[float]] | None  # per-block series at initialization (first epoch only)
     state: Callable[[], dict[str, Any]]  # checkpoint for `train(..., resume=...)`; live tensors: save or copy it
+    seconds: float = 0.0  # this epoch's training and evaluation seconds
+
+    def as_member(self, index: int) -> MemberEpoch:
+        """The epoch as member `index` of its trial reports it: the row, the init attenuation, the probes
+        (with the first epoch: the init probe and the prediction for initialization)."""
+        metrics = dict(self.metrics)
+        if "grad_attenuation_init" in self.summary:
+            metrics["grad_attenuation_init"] = self.summary["grad_attenuation_init"]
+        if self.metrics["epoch"] == 1:
+            metrics |= {k: self.summary[k] for k in THEORY if k in self.summary}
+        return MemberEpoch(index, metrics, self.layers, self.init_layers, self.seconds)
 
 
 @dataclass
@@ -286,42 +306,6 @@ def epoch_batches(s: Setup) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield xb, yb
 
 
-def _train_epoch(s: Setup, result: TrialResult, epoch: int, steps: int, probe_every: int,
-                 init_records: list | None) -> EpochPass:
-    """One pass; probes only on probed steps (the first step of a fresh run completes the init probe)."""
-    cfg, t0 = s.cfg, time.perf_counter()
-    set_lr(s, epoch)
-    loss_sum = torch.zeros((), device=s.device)
-    correct = torch.zeros((), device=s.device)
-    series = None
-    for i, (xb, yb) in enumerate(epoch_batches(s)):
-        step = (epoch - 1) * steps + i + 1
-        probing = cfg.probes and (step % probe_every == 0 or init_records is not None)
-        with s.probe.capture() if probing else contextlib.nullcontext():
-            loss, logits = _loss(s, xb, yb)
-            s.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        if probing:
-            s.probe.snapshot()
-        s.optimizer.step()
-        loss_sum += loss.detach()  # stays on the device: no sync between probes
-        correct += (logits.detach().argmax(dim=1) == yb).sum()
-        if not probing:
-            continue
-        probed = s.probe.read()
-        if init_records is not None:
-            record_init(result, init_records + [probed])
-            init_records = None
-        if step % probe_every == 0:
-            series = probed
-            result.layers.append({"step": step, "epoch": epoch, "series": probed})
-        value = loss.item()  # a probed step syncs anyway
-        if not math.isfinite(value) or value > cfg.diverge_loss:
-            break
-    train_loss = loss_sum.item() / steps
-    return EpochPass(train_loss, correct.item() / (steps * cfg.batch_size), series, time.perf_counter() - t0)
-
-
 def diverged(cfg: TrainConfig, train_loss: float) -> bool:
     """A non-finite training loss, or one above cfg.diverge_loss."""
     return not math.isfinite(train_loss) or train_loss > cfg.diverge_loss
@@ -413,7 +397,8 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
         result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
     init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
     return EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != "running",
-                       init_layers=init_layers, state=lambda e=epoch: _state(s, result, e))
+                       init_layers=init_layers, state=lambda e=epoch: _state(s, result, e),
+                       seconds=ep.seconds + eval_seconds)
 
 
 def ends(run: Run, report: EpochReport, stop: bool | None) -> bool:
@@ -426,29 +411,209 @@ def ends(run: Run, report: EpochReport, stop: bool | None) -> bool:
     return report.final
 
 
-def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
-          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
-          checked: bool = False) -> TrialResult:
-    """Train one configuration; never raises for a diverging run (status 'diverged').
+class Network(Protocol):
+    """What the epoch loop trains: the live members' models as one network."""
 
-    `on_epoch` may return True to stop the trial early (status 'stopped'). `cfg` is validated first (an
-    OptionError names a bad option) unless `checked`: a spec's trials were, once, on the driver.
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: member k's batch in channels [k C_in, (k+1) C_in) -> logits (M, B, classes)."""
+
+    def set_members(self, models: list[torch.nn.Module]) -> None:
+        """Train these members' models from now on (the live ones)."""
+
+    def capture(self, probes: list[GradFlowProbe]) -> AbstractContextManager:
+        """One probed step: member k's probe (probes[k]) records its own blocks."""
+
+    def count_steps(self, steps: int) -> None:
+        """After an epoch of `steps` steps: advance what the members' own forward would have counted."""
+
+
+class Solo:
+    """One member's own model as the loop's network (any architecture: cnn, resnet_cifar, a user's model)."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.model: torch.nn.Module  # the one member's model
+        self.set_members(models)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).unsqueeze(0)
+
+    def set_members(self, models: list[torch.nn.Module]) -> None:
+        if len(models) != 1:
+            raise ValueError(f"a solo network trains one member, not {len(models)}")
+        self.model = models[0]
+
+    def capture(self, probes: list[GradFlowProbe]) -> AbstractContextManager:
+        return probes[0].capture()
+
+    def count_steps(self, steps: int) -> None:
+        """Nothing: the model's own BatchNorm layers count their steps."""
+
+
+@dataclass
+class Member:
+    """One trial of a pack (a trial that trains alone: a pack of one)."""
+
+    index: int  # position in the pack
+    s: Setup  # its own model, optimizer, generators and probe
+    run: Run  # its result and bookkeeping between epochs
+    ended: bool = False  # diverged, stopped or done: it trains no more
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy over its batch, (M,), from logits (M, B, classes) and labels (M, B).
+
+    One member's is computed as `F.cross_entropy` computes a single model's: the batched form's
+    mean (reduction 'none', then `mean`) can differ from it in the last bit.
     """
-    if not checked:
-        validate(cfg)
-    thresholds = thresholds or Thresholds()
+    if logits.shape[0] == 1:
+        return F.cross_entropy(logits[0].float(), y[0]).unsqueeze(0)
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+    return losses.view(logits.shape[0], -1).mean(dim=1)
+
+
+def _train_epoch(net: Network, live: list[Member], epoch: int, steps: int,
+                 probe_every: int) -> dict[int, EpochPass]:
+    """One pass of the members over their own batches; a member whose probed loss diverges leaves the
+    network for the rest of the epoch. Probes only on probed steps (the first step of a fresh run
+    completes the init probe)."""
+    cfg, t0, device = live[0].s.cfg, time.perf_counter(), live[0].s.device
+    for m in live:
+        set_lr(m.s, epoch)
+    active = list(live)
+    loss_sum = torch.zeros(len(active), device=device)
+    correct = torch.zeros(len(active), device=device)
+    done: dict[int, tuple[float, float]] = {}  # members that left: (loss sum, correct)
+    series: dict[int, dict[str, list[float]]] = {}
+    streams = {m.index: epoch_batches(m.s) for m in live}
+    for i in range(steps):
+        step = (epoch - 1) * steps + i + 1
+        batches = [next(streams[m.index]) for m in active]
+        x = batches[0][0] if len(batches) == 1 else torch.cat([xb for xb, _ in batches], dim=1)
+        y = torch.stack([yb for _, yb in batches])  # (M, B)
+        pending = any(m.run.init_records is not None for m in active)
+        probing = cfg.probes and (step % probe_every == 0 or pending)
+        with net.capture([m.s.probe for m in active]) if probing else contextlib.nullcontext():
+            with live[0].s.autocast():
+                logits = net(x)
+            losses = member_losses(logits, y)
+            for m in active:
+                m.s.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+        if probing:
+            for m in active:
+                m.s.probe.snapshot()
+        for m in active:
+            m.s.optimizer.step()
+        loss_sum += losses.detach()  # stays on the device: no sync between probes
+        correct += (logits.detach().argmax(dim=2) == y).sum(dim=1)
+        if not probing:
+            continue
+        series |= _read_probes(active, step, epoch, probe_every)
+        values = losses.tolist()  # a probed step syncs anyway
+        keep = [k for k, (m, v) in enumerate(zip(active, values)) if not diverged(m.s.cfg, v)]
+        if len(keep) < len(active):
+            sums, hits = loss_sum.tolist(), correct.tolist()
+            done |= {m.index: (sums[k], hits[k]) for k, m in enumerate(active) if k not in keep}
+            active = [active[k] for k in keep]
+            if not active:
+                break
+            idx = torch.tensor(keep, device=device)
+            loss_sum, correct = loss_sum[idx], correct[idx]
+            net.set_members([m.s.model for m in active])
+    seconds = (time.perf_counter() - t0) / len(live)  # each member's share of the loop
+    sums, hits = loss_sum.tolist(), correct.tolist()
+    done |= {m.index: (sums[k], hits[k]) for k, m in enumerate(active)}
+    net.count_steps(steps)
+    return {m.index: EpochPass(done[m.index][0] / steps, done[m.index][1] / (steps * cfg.batch_size),
+                               series.get(m.index), seconds) for m in live}
+
+
+def _read_probes(active: list[Member], step: int, epoch: int, probe_every: int) -> dict[int, dict]:
+    """Each member's probe of this step: completes its init probe, and is its epoch series on a regular one."""
+    series = {}
+    for m in active:
+        probed = m.s.probe.read()
+        if m.run.init_records is not None:
+            record_init(m.run.result, m.run.init_records + [probed])
+            m.run.init_records = None
+        if step % probe_every == 0:
+            series[m.index] = probed
+            m.run.result.layers.append({"step": step, "epoch": epoch, "series": probed})
+    return series
+
+
+def _member(index: int, cfg: TrainConfig, resume: dict[str, Any] | None, thresholds: Thresholds) -> Member:
+    """A member set up, fresh or from its checkpoint; one resumed after it ended trains no more."""
     t0 = time.perf_counter()
     s = setup(cfg, thresholds)
     run = begin(s, resume, t0)
-    steps = max(1, s.data.x_train.shape[0] // cfg.batch_size)
+    ended = resume is not None and (run.result.status != "completed" or run.start >= cfg.epochs)
+    return Member(index, s, run, ended=ended)
+
+
+def _network(members: list[Member]) -> Network:
+    """One member: its own model; more: their fused network."""
+    models = [m.s.model for m in members]
+    return Solo(models) if len(models) == 1 else fused.FusedCNN(models)
+
+
+def train_pack(cfgs: list[TrainConfig],
+               on_epoch: Callable[[dict[int, EpochReport]], set[int] | None] | None = None,
+               resume: list[dict[str, Any] | None] | None = None,
+               thresholds: Thresholds | None = None, checked: bool = False) -> list[TrialResult]:
+    """Train `cfgs` as one pack; one TrialResult per member, in order. Never raises for a diverging member.
+
+    One config trains alone (any network); more must share a shape (vgtune.core.packing.PER_MEMBER)
+    and train as one fused network. `on_epoch` gets each epoch's reports of the members that
+    trained in it (by index) and may return the indices of members to stop (status 'stopped');
+    `resume` is one checkpoint (`EpochReport.state`) per member. Each config is validated first (an
+    OptionError names a bad option) unless `checked`: a spec's trials were, once, on the driver.
+    """
+    if not checked:
+        for cfg in cfgs:
+            validate(cfg)
+    if len(cfgs) > 1:
+        fused.check(cfgs)
+    thresholds = thresholds or Thresholds()
+    members = [_member(k, cfg, resume[k] if resume else None, thresholds) for k, cfg in enumerate(cfgs)]
+    live = [m for m in members if not m.ended]
+    if live:
+        _epochs(_network(live), live, on_epoch, thresholds)
+    return [finish(m.run.result, thresholds) for m in members]
+
+
+def _epochs(net: Network, live: list[Member], on_epoch: Callable[[dict[int, EpochReport]], set[int] | None] | None,
+            thresholds: Thresholds) -> None:
+    """THE epoch loop: train, evaluate and record each epoch until every member has ended."""
+    cfg = live[0].s.cfg
+    steps = max(1, live[0].s.data.x_train.shape[0] // cfg.batch_size)
     probe_every = cfg.probe_every or steps
-    for epoch in range(run.start + 1, cfg.epochs + 1):
-        ep = _train_epoch(s, run.result, epoch, steps, probe_every, run.init_records)
-        run.init_records = None
-        report = record_epoch(s, run, epoch, ep, evaluate_epoch(s, run.result, epoch, ep), thresholds)
-        if ends(run, report, on_epoch(report) if on_epoch is not None else None):
-            break
-    return finish(run.result, thresholds)
+    for epoch in range(live[0].run.start + 1, cfg.epochs + 1):
+        net.set_members([m.s.model for m in live])
+        passes = _train_epoch(net, live, epoch, steps, probe_every)
+        # Evaluation (and the last epoch's final probe) runs member by member, on each member's own
+        # modules: on CPU one fused pass over large evaluation batches is slower than M separate ones.
+        accs = {m.index: evaluate_epoch(m.s, m.run.result, epoch, passes[m.index]) for m in live}
+        reports = {m.index: record_epoch(m.s, m.run, epoch, passes[m.index], accs[m.index], thresholds)
+                   for m in live}
+        stops = (on_epoch(reports) if on_epoch is not None else None) or set()
+        for m in live:
+            m.ended = ends(m.run, reports[m.index], m.index in stops)
+        live = [m for m in live if not m.ended]
+        if not live:
+            return
+
+
+def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
+          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
+          checked: bool = False) -> TrialResult:
+    """Train one configuration: a pack of one (`train_pack`); never raises for a diverging run (status 'diverged').
+
+    `on_epoch` may return True to stop the trial early (status 'stopped'); `checked` as in `train_pack`.
+    """
+    def stops(reports: dict[int, EpochReport]) -> set[int]:
+        return {0} if on_epoch is not None and on_epoch(reports[0]) else set()
+    return train_pack([cfg], stops, [resume] if resume is not None else None, thresholds, checked)[0]
 
 
 def probe(cfg: TrainConfig, thresholds: Thresholds | None = None, checked: bool = False) -> dict[str, Any]:
@@ -463,7 +628,8 @@ def probe(cfg: TrainConfig, thresholds: Thresholds | None = None, checked: bool 
     return {"config": cfg.to_dict(), "summary": summary, "series": series}
 
 
-__all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "train", "probe", "setup",
+__all__ = ["TrainConfig", "TrialResult", "EpochReport", "EpochPass", "Setup", "Run", "Member", "Network", "Solo",
+           "train", "train_pack", "member_losses", "probe", "setup",
            "evaluate", "evaluate_epoch", "final_probe", "diverged", "majority_share", "measure_init", "begin",
            "record_epoch", "ends", "finish", "record_init", "lr_at", "set_lr", "epoch_batches", "data_config",
            "model_config", "validate", "OPTIMIZERS", "STATUSES"]

@@ -13,31 +13,25 @@ from typing import Any, ClassVar
 
 from ray import tune
 
-from vgtune.core.packing import left, member_id
-from vgtune.driver.stopper import GradientCollapseStopper
-from vgtune.tracking.logger import final_status
+from vgtune.core.member import TrialEpoch
+from vgtune.driver.trial_members import TrialMember, of_trial
 from vgtune.tracking.store import TrackingError
 from vgtune.tracking.writer_process import WriterProcess
 
 
-def trials_of(trial) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
-    """(trial id, TrainConfig dict, meta) of what a Tune trial trains: itself, or each member of a pack."""
-    item = trial.config["trial"]
-    if "members" not in item:
-        return [(trial.trial_id, dict(item["train"]), dict(item["meta"]))]
-    return [(member_id(trial.trial_id, k), dict(m["train"]), dict(m["meta"]) | {"pack": trial.trial_id})
-            for k, m in enumerate(item["members"])]
-
-
 class MLflowTracker(tune.Callback):
-    """Tune callback: one parent run per sweep invocation, one child run per trial (per member of a pack)."""
+    """Tune callback: one parent run per sweep invocation, one child run per trial (per member of a pack).
+
+    Tune's results are read once into `TrialEpoch`s; a member's run closes when its epoch says it
+    ended (`MemberEpoch.ended`), or when its Tune trial ends or fails first.
+    """
 
     # Trackers of this process with writes queued; `flush_all` waits for them. A class
     # registry because `Tuner.restore` unpickles its own copy of the callback.
     live: ClassVar[list[MLflowTracker]] = []
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
-                 stopper: GradientCollapseStopper | None = None, factors: list[str] | None = None,
+                 factors: list[str] | None = None,
                  params: dict[str, str] | None = None, retries: int = 8, parent_run_id: str | None = None,
                  ends_sweep: bool = True, earlier_failures: int = 0):
         self.uri = uri
@@ -45,7 +39,6 @@ class MLflowTracker(tune.Callback):
         self.sweep_id = sweep_id  # run folder name, stable across --resume
         self.spec_text = spec_text  # the spec as run, logged on the parent run
         self.total_trials = total_trials
-        self.stopper = stopper  # asked why a trial stopped early
         self.factors = factors or []  # options the sweep varies (run names)
         self.params = params or {}  # more params of the sweep run
         self.retries = retries  # attempts of a failing write after the first
@@ -53,13 +46,14 @@ class MLflowTracker(tune.Callback):
         self.ends_sweep = ends_sweep  # False for stage 1 of two: its parent run goes on into stage 2
         self.earlier_failures = earlier_failures  # writes stage 1 gave up on, counted on the parent run at the end
         self.unfinished = 0  # trials that had not ended when the experiment did (an interrupted sweep)
+        self.work_seconds = 0.0  # training and evaluation of the epochs reported to this invocation
         self._ended: set[str] = set()  # trial ids that completed or errored in this invocation
         self._writer: WriterProcess | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
         # A restored copy runs in a new invocation, which makes its own parent run (`--resume` says so).
         return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0, "parent": None,
-                                      "earlier_failures": 0}
+                                      "earlier_failures": 0, "work_seconds": 0.0}
 
     @property
     def writer(self) -> WriterProcess:
@@ -107,7 +101,7 @@ class MLflowTracker(tune.Callback):
         # Tune marks every trial TERMINATED when an interrupted experiment cleans up, so
         # "finished" is what this tracker saw end, or found finished in MLflow on a resume.
         done = self._ended | state["finished_before"]
-        self.unfinished = sum(tid not in done for t in trials for tid, _, _ in trials_of(t))
+        self.unfinished = sum(m.trial_id not in done for t in trials for m in of_trial(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
         if self.unfinished or self.ends_sweep:
             self.writer.submit("finish", len(state["failures"]) + self.earlier_failures,
@@ -116,60 +110,52 @@ class MLflowTracker(tune.Callback):
 
     # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        for tid, cfg, meta in trials_of(trial):
-            self.writer.submit("trial_run", tid, cfg, meta)
+        for m in of_trial(trial):
+            self.writer.submit("trial_run", m.trial_id, m.config, _tags(m))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        if "members" not in result:
-            self.writer.submit("log_result", trial.trial_id, dict(trial.config["trial"]["train"]), result)
-            return
-        members = trials_of(trial)
-        for row in result["members"]:
-            tid, cfg, _ = members[row["member"]]
-            self.writer.submit("log_result", tid, cfg, row)
-            if left(row):  # the member diverged, was stopped or is done
-                self._close_finished(tid, cfg, row, row.get("stop_reason"))
+        members = of_trial(trial)
+        for epoch in TrialEpoch.from_result(result, len(members)).trained:
+            m = members[epoch.member]
+            self.work_seconds += epoch.work_seconds
+            self.writer.submit("log_result", m.trial_id, m.config, epoch.row())
+            if epoch.ended:  # the member diverged, was stopped or is done
+                self._close_finished(m, epoch.status, epoch.metrics, epoch.stop_reason)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        last = dict(trial.last_result or {})
-        if "members" in trial.config["trial"]:
-            summary = last.get("summary") or []
-            for k, (tid, cfg, _) in enumerate(trials_of(trial)):
-                if tid not in self._ended:  # a member still training when the pack was stopped
-                    self._close_finished(tid, cfg, summary[k] if k < len(summary) else {}, "stopped by the scheduler")
-            return
-        reason = self.stopper.reasons.get(trial.trial_id) if self.stopper else None
-        self._close_finished(trial.trial_id, dict(trial.config["trial"]["train"]), last,
-                             reason or "stopped by the scheduler")
+        for m in of_trial(trial):
+            if m.trial_id not in self._ended:  # still training when its Tune trial was stopped
+                self._close_finished(m, m.status("TERMINATED"), m.row, "stopped by the scheduler")
 
-    def _close_finished(self, tid: str, cfg: dict[str, Any], last: dict[str, Any], reason: str | None) -> None:
-        status = final_status(last, cfg["epochs"])
+    def _close_finished(self, m: TrialMember, status: str, last: dict[str, Any], reason: str | None) -> None:
         tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
         if status == "stopped":
             tags["vgtune.stop_reason"] = reason or "stopped by the scheduler"
-        self._ended.add(tid)
-        self.writer.submit("close", tid, cfg, tags, "FINISHED", last)
+        self._ended.add(m.trial_id)
+        self.writer.submit("close", m.trial_id, m.config, tags, "FINISHED", last)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
         failures = trial.run_metadata.num_failures
-        for tid, cfg, _ in trials_of(trial):
-            if tid not in self._ended:
-                self.writer.submit("set_failures", tid, cfg, failures)
+        for m in of_trial(trial):
+            if m.trial_id not in self._ended:
+                self.writer.submit("set_failures", m.trial_id, m.config, failures)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
-        last = dict(trial.last_result or {})
         lines = text.strip().splitlines()
-        summary = last.get("summary") or []
-        for k, (tid, cfg, _) in enumerate(trials_of(trial)):
-            if tid in self._ended:
+        for m in of_trial(trial):
+            if m.trial_id in self._ended:
                 continue
-            own = summary[k] if "members" in trial.config["trial"] and k < len(summary) else last
-            self._ended.add(tid)
-            tags = {"status": "error", "diagnosis": own.get("diagnosis", "healthy"),
+            self._ended.add(m.trial_id)
+            tags = {"status": m.status("ERROR"), "diagnosis": m.row.get("diagnosis", "healthy"),
                     "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
-            self.writer.submit("close", tid, cfg, tags, "FAILED", own, text)
+            self.writer.submit("close", m.trial_id, m.config, tags, "FAILED", m.row, text)
+
+
+def _tags(m: TrialMember) -> dict[str, str]:
+    """The `vgtune.*` tags of a member's run: its meta, and its pack's Tune trial id."""
+    return m.meta | ({"pack": m.pack} if m.pack else {})
 
 
 def _error_text(trial) -> str:

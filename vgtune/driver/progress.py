@@ -15,8 +15,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from vgtune.core.packing import left
-from vgtune.tracking.logger import final_status
+from vgtune.driver.trial_members import of_trial
 
 ORDER = ("completed", "stopped", "diverged", "error")
 
@@ -31,26 +30,11 @@ def _clock(seconds: float) -> str:
 def ended_as(trial) -> list[str | None]:
     """completed | stopped | diverged | error for each ended trial a Tune trial trains (itself, or each
     member of a pack), None for one pending or running."""
-    item, last = trial.config["trial"], trial.last_result or {}
-    if "members" not in item:
-        if trial.status == "ERROR":
-            return ["error"]
-        return [final_status(last, item["train"]["epochs"]) if trial.status == "TERMINATED" else None]
-    summary = last.get("summary") or [{} for _ in item["members"]]
-    out = []
-    for member, row in zip(item["members"], summary):
-        if left(row):
-            out.append(final_status(row, member["train"]["epochs"]))
-        else:
-            out.append("error" if trial.status == "ERROR" else
-                       "stopped" if trial.status == "TERMINATED" else None)
-    return out
+    return [m.status(trial.status) for m in of_trial(trial)]
 
 
 def _scores(trial, metric: str) -> list[float]:
-    last = trial.last_result or {}
-    rows = last.get("summary") if "members" in trial.config["trial"] else [last]
-    values = [r.get(metric) for r in rows or []]
+    values = [m.last.metrics.get(metric) for m in of_trial(trial) if m.last is not None]
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 

@@ -2,7 +2,7 @@
 
     outcome = run_sweep(spec.load("sweeps/default.yaml"), SweepOptions())
 
-Trials are `vgtune.trial.run_trial` with actor reuse (per-trial start-up was
+Trials are `vgtune.driver.trainable.run_trial` with actor reuse (per-trial start-up was
 the dominant cost of small trials), submitted longest first. Results and checkpoints go under
 `storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
 with `Tuner.restore`, running only what is unfinished.
@@ -38,7 +38,7 @@ from vgtune.analysis import fairness
 from vgtune.core import packing, usercode
 from vgtune.driver.mlflow_callback import flush_all
 from vgtune.driver.spec import SpecError, SweepSpec, check_data, check_models, check_resources
-from vgtune.tracking.logger import final_status
+from vgtune.driver.trial_members import members
 from vgtune.tracking.store import check_uri, resolve_uri
 
 
@@ -61,7 +61,7 @@ class SweepOutcome:
     tracking_uri: str
     wall_seconds: float  # Tuner.fit() wall time
     concurrency: int  # trials the cluster could run at once
-    trials: list[dict[str, Any]] = field(default_factory=list)  # config, last result and error of each trial
+    trials: list[dict[str, Any]] = field(default_factory=list)  # config, meta, last epoch row, status, error per trial
     unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
     signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
     experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
@@ -70,6 +70,7 @@ class SweepOutcome:
     chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting stage 1 chose for it
     planned: int = 0  # trials of the stages that ran (a stage not reached counts none)
     write_failures: int = 0  # MLflow writes given up on
+    work_seconds: float = 0.0  # training and evaluation in this invocation (not before an interrupt it resumes)
 
     @property
     def finished(self) -> int:
@@ -81,9 +82,9 @@ class SweepOutcome:
 
     def busy_share(self, wall: float | None = None) -> float:
         """Share of the trial slots' time spent training and evaluating (the rest is set-up and orchestration),
-        over Tuner.fit's wall time or the given one (the whole command's, say)."""
-        work = self.seconds("train_seconds") + self.seconds("eval_seconds")
-        return work / max(1e-9, (wall or self.wall_seconds) * self.concurrency)
+        over Tuner.fit's wall time or the given one (the whole command's, say): both this invocation's, so a
+        resumed sweep counts only the work it did itself."""
+        return self.work_seconds / max(1e-9, (wall or self.wall_seconds) * self.concurrency)
 
 
 def _check_address(address: str, timeout: float = 10.0) -> None:
@@ -167,7 +168,7 @@ def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     def cost(item: dict[str, Any]) -> int:
         train = item["train"]
-        return train["epochs"] * train["depth"] * train["width"] ** 2 * len(item.get("members", [item]))
+        return train["epochs"] * train["depth"] * train["width"] ** 2 * len(packing.members(item))
     return sorted(trials, key=lambda t: -cost(t))
 
 
@@ -187,38 +188,35 @@ def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, stor
 
     from vgtune.driver.mlflow_callback import MLflowTracker
     from vgtune.driver.progress import ProgressLine
-    from vgtune.driver.stopper import GradientCollapseStopper
 
     # Stage 2 runs every trial its full budget: a comparison's trials all train as long.
-    stopper = (GradientCollapseStopper(spec.stop.attenuation_floor, spec.stop.patience)
-               if spec.stop.gradient_collapse and not (spec.confirm and stage.name == "confirm") else None)
+    stops = spec.stop.gradient_collapse and not (spec.confirm and stage.name == "confirm")
     # What the report needs to read the sweep as it was meant: diagnosis thresholds, selection rule.
     sweep_params = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
     sweep_params |= {"metric": spec.metric, "mode": spec.mode, "correction": spec.correction}
     if spec.nuisance:
         sweep_params |= {"nuisance": ",".join(spec.nuisance), "confirm": str(spec.confirm)}
     tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
-                            spec.total_trials, stopper, factors=spec.factors, params=sweep_params,
+                            spec.total_trials, factors=spec.factors, params=sweep_params,
                             parent_run_id=parent_run_id, ends_sweep=stage.ends_sweep,
                             earlier_failures=earlier_failures)
     if options.verbose >= 2:  # Tune's full status table
         reporter = tune.CLIReporter(
             parameter_columns={f"trial/train/{k}": k for k in spec.factors},
-            metric_columns={"epoch": "epoch", "val_acc": "val_acc", "grad_attenuation": "atten",
-                            "diagnosis": "diagnosis"},
+            metric_columns={"epoch": "epoch", spec.metric: f"best {spec.metric}", "status": "status"},
             max_report_frequency=20, max_progress_rows=10)
     else:
         reporter = ProgressLine(len(stage.items), spec.metric, spec.mode,
                                 label=f"stage {stage.name}: " if spec.confirm else "")
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every,
              "metric": spec.metric, "mode": spec.mode}
-    if stopper is not None:  # packs stop their members themselves (vgtune.trial.run_pack)
-        extra["member_stop"] = {"floor": stopper.floor, "patience": stopper.patience}
+    if stops:  # the gradient-collapse stopper runs per member, in the trainable
+        extra["member_stop"] = {"floor": spec.stop.attenuation_floor, "patience": spec.stop.patience}
     if spec.references and spec.folder and not options.address:
         # A Ray this process did not start has no py_modules: local workers import from the spec's folder.
         extra["import_paths"] = [spec.folder]
     run_config = tune.RunConfig(
-        name=stage.folder, storage_path=str(storage), stop=stopper, callbacks=[tracker],
+        name=stage.folder, storage_path=str(storage), callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Every checkpoint is kept: with num_to_keep set, Tune snapshots the whole experiment
@@ -336,7 +334,8 @@ def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storag
     parent = next((t.parent_run_id for t in trackers if t.parent_run_id), parent_run_id)
     return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
                         sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, planned=len(stage.items),
-                        write_failures=sum(len(t.writer.failures) for t in trackers))
+                        write_failures=sum(len(t.writer.failures) for t in trackers),
+                        work_seconds=sum(t.work_seconds for t in trackers))
 
 
 def _restorable(path: Path) -> bool:
@@ -361,13 +360,13 @@ def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> Swe
         trials=first.trials + second.trials, unfinished=first.unfinished + second.unfinished, signal=signum,
         experiment_id=second.experiment_id or first.experiment_id, tune_trials=first.tune_trials + second.tune_trials,
         chosen=first.chosen, planned=first.planned + second.planned,
-        write_failures=first.write_failures + second.write_failures)
+        write_failures=first.write_failures + second.write_failures,
+        work_seconds=first.work_seconds + second.work_seconds)
 
 
 def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
     """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`vgtune.fair.select`)."""
-    rows = [t["meta"] | {"status": "error" if t["error"] else final_status(t["last"], t["config"]["epochs"]),
-                         spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
+    rows = [t["meta"] | {"status": t["status"], spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
     picked = fairness.select(pd.DataFrame(rows), spec.metric, spec.mode)
     chosen = picked[picked["selected"]].drop_duplicates("arm")
     missing = [arm for arm in spec.arms if arm not in set(chosen["arm"])]
@@ -379,16 +378,14 @@ def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _outcomes(result) -> list[dict[str, Any]]:
-    """Config, meta, last result and error of each trial a Tune result stands for (itself, or each member)."""
-    item, last = (result.config or {}).get("trial", {}), dict(result.metrics or {})
+    """Config, meta, last epoch row, status and error of each trial a Tune result stands for (itself, or each
+    member of its pack)."""
     error = str(result.error) if result.error else None
-    if "members" not in item:
-        last.pop("layers", None)
-        last.pop("layers_init", None)
-        return [{"config": item.get("train", {}), "meta": item.get("meta", {}), "last": last, "error": error}]
-    summary = last.get("summary") or [{} for _ in item["members"]]
-    return [{"config": m["train"], "meta": m["meta"], "last": row, "error": error}
-            for m, row in zip(item["members"], summary)]
+    out = []
+    for m in members("", (result.config or {}).get("trial", {}), result.metrics):
+        out.append({"config": m.config, "meta": m.meta, "last": m.row, "error": error,
+                    "status": m.status("ERROR" if error else "TERMINATED")})
+    return out
 
 
 def _stop_on_sigterm() -> list[int]:

@@ -1,10 +1,11 @@
-"""A Ray Tune stopper for trials whose gradient cannot flow back any more.
+"""The gradient-collapse stopper: ends trials whose gradient cannot flow back any more.
 
 When the first block's gradient has collapsed (attenuation at or below a floor)
 for `patience` consecutive probes, more epochs will not revive it: plain deep
 sigmoid stacks sit at 10^-16 from the first epoch to the last. Stopping them
-frees their worker for trials that can learn. The reason is kept per trial so
-the tracker can record why a trial ended early.
+frees their worker for trials that can learn. The Tune trainable asks it after
+every epoch of every member (`vgtune.driver.trainable`; a Tune stopper would stop
+a whole pack), and the reason travels with the member's epoch to its MLflow run.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ray import tune
-
 from vgtune.core import checks
 
 
-class GradientCollapseStopper(tune.Stopper):
+class GradientCollapseStopper:
     def __init__(self, floor: float = -6.0, patience: int = 2):
         checks.number("floor", floor, high=0, high_open=True)  # a log10 attenuation
         checks.integer("patience", patience, 1)
@@ -35,7 +34,4 @@ class GradientCollapseStopper(tune.Stopper):
             self.reasons[trial_id] = (f"gradient collapsed: attenuation {value:.1f} <= {self.floor:g} "
                                       f"for {self.patience} epochs")
             return True
-        return False
-
-    def stop_all(self) -> bool:
         return False

@@ -69,13 +69,6 @@ def trial_name(cfg: dict[str, Any], factors: list[str]) -> str:
     return " ".join(f"{k}={cfg[k]}" for k in (factors or ["depth"]) if k in cfg)[:200]
 
 
-def final_status(last: dict[str, Any], epochs: int) -> str:
-    """completed | diverged | stopped, from a trial's last reported result."""
-    if last.get("status") == "diverged":
-        return "diverged"
-    return "completed" if last.get("epoch", 0) >= epochs else "stopped"
-
-
 def view_state(parent_run_id: str | None) -> str:
     """The runs table's shared view: vgtune's columns, best test accuracy first, this sweep unfolded."""
     state = {"selectedColumns": VIEW_COLUMNS, "orderByKey": "metrics.`test_acc`", "orderByAsc": False,
