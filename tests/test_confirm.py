@@ -47,7 +47,7 @@ def test_stage_two_retrains_each_arm_at_its_choice_on_fresh_seeds_at_the_full_bu
     assert (res["effects"]["n"] == 2).all() and set(res["evidence"]["seed"]) == {2, 3}
     trials_csv = pd.read_csv(tmp_path / "rep" / "trials.csv")
     assert set(trials_csv["stage"]) == {"select", "confirm"}
-    assert {"p_adjusted", "mde", "ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "rep" / "ranking.csv").columns)
+    assert {"p_adjusted", "mde", "ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "rep" / "mitigations.csv").columns)
 
 
 def _verdicts(tmp_path, raw: dict) -> pd.DataFrame:

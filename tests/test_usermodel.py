@@ -80,8 +80,8 @@ def test_the_example_sweeps_its_own_network_and_data(tmp_path, monkeypatch):
     assert len(trials) == 6 and set(trials["model"]) == {"mynet:build"}
     assert trials["grad_attenuation_init"].notna().all() and trials["test_acc"].max() > 0.6  # 4 classes: it learns
     assert trials["theory"].str.startswith("n/a").all()
-    ranking = pd.read_csv(tmp_path / "reports" / "mynet" / "ranking.csv")
-    assert {"norm=batch", "residual=standard"} <= set(ranking["mitigation"])
+    compared = pd.read_csv(tmp_path / "reports" / "mynet" / "mitigations.csv")
+    assert {"norm=batch", "residual=standard"} <= set(compared["mitigation"])
 
 
 def test_probe_paths_model_args_and_a_tensor_loader(tmp_path):
