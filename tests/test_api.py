@@ -1,8 +1,6 @@
 """`vgtune.sweep | report | probe`, the Python API, as a notebook or a script uses it."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -42,12 +40,12 @@ print(json.dumps({
 """
 
 
-def test_import_vgtune_loads_neither_torch_nor_ray():
+def test_import_vgtune_loads_neither_torch_nor_ray(python):
     code = ("import sys, vgtune, vgtune.driver.spec\n"
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
             "assert callable(vgtune.sweep) and callable(vgtune.report) and callable(vgtune.probe)\n"
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy api import'\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = python.run("-c", code, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert vgtune.__all__ == ["sweep", "report", "probe", "SweepResult"]
 
@@ -89,19 +87,18 @@ def test_an_unknown_keyword_names_the_valid_ones(spec):
 
 
 def test_probe_one_configuration_without_training():
-    flow = vgtune.probe(depth=24, activation="sigmoid", width=8)
+    flow = vgtune.probe(depth=12, activation="sigmoid", width=4)
     assert sorted(flow) == ["config", "series", "summary"]
-    assert flow["config"]["depth"] == 24 and flow["summary"]["diagnosis"] == "vanishing"
+    assert flow["config"]["depth"] == 12 and flow["summary"]["diagnosis"] == "vanishing"
     with pytest.raises(ValueError, match="unknown training option.*depht"):
         vgtune.probe(depht=3)
 
 
-def test_a_script_sweeps_reports_and_probes(tmp_path):
+def test_a_script_sweeps_reports_and_probes(tmp_path, python):
     """The API as a script runs it: its own process, its own local Ray, a SQLite store under tmp_path."""
     (tmp_path / "spec.yaml").write_text(SPEC)
     (tmp_path / "script.py").write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path)], capture_output=True,
-                          text=True, timeout=400, cwd=tmp_path)
+    proc = python.run(tmp_path / "script.py", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["trials"] == 2 and got["epochs"] == [1] and got["widths"] == [3]
