@@ -169,7 +169,7 @@ def test_nuisance_and_repeats_expand_every_arm_over_settings_and_seeds():
     arms = {}
     for t, m in zip(spec.trials, spec.meta):
         arms.setdefault(m["arm"], set()).add((m["nuisance"], t["seed"]))
-        assert m["nuisance"] == f"lr={t['lr']}" and m["variant"] in ("", "norm=batch")
+        assert m["nuisance"] == f"lr={t['lr']}" and m["variant"] == ("norm=batch" if t["norm"] == "batch" else "")
     assert len(arms) == 4 and all(v == {(f"lr={lr}", s) for lr in (0.01, 0.1) for s in range(3)}
                                   for v in arms.values())
 
