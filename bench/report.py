@@ -16,11 +16,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from vgtune.analysis import report
+from vgtune.core.columns import SERIES
 from vgtune.tracking import reader
 from vgtune.tracking.reader import load_trials
 from vgtune.tracking.store import experiment_id, sqlite_path
-
-SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std", "dead_frac", "saturated_frac")
 
 GRID = {"depth": [4, 8, 12, 16, 24], "activation": ["sigmoid", "tanh", "relu", "gelu"],
         "init": ["default", "xavier_normal", "kaiming_normal", "orthogonal", "lsuv"],

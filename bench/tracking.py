@@ -13,8 +13,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from vgtune.core.gradflow import SERIES
-from vgtune.tracking.logger import EPOCH_KEYS, epoch_metrics, log_metrics
+from vgtune.core.columns import EPOCH_METRICS, SERIES
+from vgtune.tracking.logger import epoch_metrics, log_metrics
 from vgtune.tracking.store import experiment_id
 
 DEPTH, EPOCHS = 24, 6
@@ -22,7 +22,7 @@ DEPTH, EPOCHS = 24, 6
 
 def _results() -> list[dict]:
     rng = random.Random(0)
-    return [{**{k: rng.random() for k in EPOCH_KEYS},
+    return [{**{k: rng.random() for k in EPOCH_METRICS},
              "layers": {name: [rng.random() for _ in range(DEPTH)] for name in SERIES}} for _ in range(EPOCHS + 1)]
 
 

@@ -94,7 +94,7 @@ USER_CASES = {
     "model without blocks": ("model: badnets:no_blocks\n", "Sequential has no blocks to probe; give it a `blocks`"),
     "probe path missing": ("model: badnets:good\nprobe: [blocks.0, layer9]\n",
                            "probe: no module 'layer9' in Net; its modules include blocks, blocks.0"),
-    "probe not a list": ("model: badnets:good\nprobe: blocks.0\n", "probe must be a non-empty list of module paths"),
+    "probe not a list": ("model: badnets:good\nprobe: blocks.0\n", "probe: must be a non-empty list of module paths"),
     "probe an unused module": ("model: badnets:good\nprobe: [blocks.0, unused]\n",
                                "probe: block 'unused' yielded no tensor output with a gradient"),
     "model output shape": ("model: badnets:wrong_output\n",
@@ -116,7 +116,7 @@ USER_CASES = {
     "loader raises": ("dataset: badnets:loader_raises\n", "badnets:loader_raises raised RuntimeError: no such file"),
     "unknown lr_schedule": ("fixed: {lr_schedule: linear}\n", "unknown lr_schedule 'linear'; valid: constant, step"),
     "unknown augment": ("fixed: {augment: cutout}\n", "unknown augment 'cutout'; valid: none, crop_flip"),
-    "max_gb 0": ("dataset: {name: digits, max_gb: 0}\n", "data_max_gb must be a number > 0, got 0"),
+    "max_gb 0": ("dataset: {name: digits, max_gb: 0}\n", "dataset.max_gb: must be a number > 0, got 0"),
 }
 CORPUS_USER = {case: (f"name: t\n{text}", [], message) for case, (text, message) in USER_CASES.items()}
 

@@ -51,14 +51,14 @@ def test_batches_slice_a_seeded_permutation():
 
 def test_unknown_dataset_lists_choices():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid: digits, synthetic, mnist"):
-        load(DataConfig(name="imagenet"))
+        load(DataConfig(dataset="imagenet"))
 
 
 def test_missing_root_names_the_root_and_the_fix(tmp_path):
     with pytest.raises(DataError, match=rf"no usable files under {tmp_path}.*download: true"):
-        load(DataConfig(name="mnist", root=str(tmp_path)))
+        load(DataConfig(dataset="mnist", root=str(tmp_path)))
     with pytest.raises(DataError, match="needs a data root"):
-        load(DataConfig(name="cifar10"))
+        load(DataConfig(dataset="cifar10"))
 
 
 def test_imagefolder_loads_and_resizes(tmp_path):
@@ -69,13 +69,13 @@ def test_imagefolder_loads_and_resizes(tmp_path):
         for i in range(10):
             colour = (i * 20, 50, 100 if cls == "cat" else 200)
             Image.new("RGB", (20, 14), color=colour).save(tmp_path / cls / f"{i}.png")
-    d = load(DataConfig(name="imagefolder", root=str(tmp_path), image_size=12))
+    d = load(DataConfig(dataset="imagefolder", root=str(tmp_path), image_size=12))
     assert d.input_shape == (3, 12, 12) and d.num_classes == 2
     assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 20
 
 
 def test_synthetic_is_seeded():
-    cfg = DataConfig(name="synthetic", synthetic_size=200)
+    cfg = DataConfig(dataset="synthetic", synthetic_size=200)
     a, b = load(cfg), load(DataConfig(**vars(cfg)))
     assert torch.equal(a.x_train, b.x_train) and a.num_classes == 10
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from vgtune import api
 from vgtune.analysis import report
 from vgtune.analysis.effects import effects
-from vgtune.core.schema import CONTRACT_FACTORS, RESULTS
+from vgtune.core.columns import CONTRACT_FACTORS, RESULTS
 from vgtune.tracking import reader
 
 FACTORS = {"width": 8, "init": "default", "residual": "none", "optimizer": "sgd", "lr": 0.05, "dataset": "digits"}

@@ -93,7 +93,7 @@ BAD = [
     ("name: t\nresources: {cpu: 0}\n", r"resources.cpu: must be a number > 0, got 0"),
     ("name: t\nresources: {gpus: 1}\n", r"resources.gpus: unknown key; valid: cpu, gpu"),
     ("name: t\nscheduler: {type: hyperband}\n", r"scheduler.type: unknown scheduler 'hyperband'; valid: fifo, asha"),
-    ("name: t\ndataset: imagenet\n", r"fixed: unknown dataset 'imagenet'; valid: digits"),
+    ("name: t\ndataset: imagenet\n", r"^dataset: unknown dataset 'imagenet'; valid: digits"),
     ("name: t\ndataset: {name: digits, path: x}\n", r"dataset.path: unknown key; valid: name, root"),
     ("name: t\nmetric: loss\n", r"metric: unknown metric 'loss'; valid: val_acc"),
     ("name: t\nfixed: {epochs: 1.5}\n", r"fixed: epochs must be an integer >= 1, got 1.5"),
@@ -107,6 +107,21 @@ BAD = [
 def test_bad_specs_name_the_key_and_the_choices(tmp_path, text, message):
     with pytest.raises(SpecError, match=message):
         spec_mod.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("raw,path,problem", [
+    ({"parameters": {"activation": ["relu", "swish"]}}, "parameters.activation[1]", "unknown activation 'swish'"),
+    ({"dataset": {"name": "digits", "max_gb": 0}}, "dataset.max_gb", "must be a number > 0, got 0"),
+    ({"fixed": {"lr": -1}}, "fixed", "lr must be a number > 0, got -1"),
+    ({"stop": {"patience": 0}}, "stop.patience", "must be an integer >= 1, got 0"),
+])
+def test_errors_carry_their_key_path_as_data(raw, path, problem):
+    with pytest.raises(SpecError) as err:
+        spec_mod.parse({"name": "t"} | raw)
+    assert (err.value.path, err.value.problem) == (path, problem)
+    assert str(err.value).startswith(f"{path}: {problem}")
+    if problem.startswith("unknown"):
+        assert "relu" in err.value.valid and "; valid: relu, " in str(err.value)
 
 
 def test_bad_override(tmp_path):

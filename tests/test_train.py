@@ -88,8 +88,10 @@ def test_on_epoch_can_stop_and_resume_continues():
     (dict(init="he"), "unknown init 'he'; valid: default, normal"),
 ])
 def test_bad_options_raise_with_choices(kw, message):
+    from vgtune.core.train import validate
+
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**kw).validate()
+        validate(TrainConfig(**kw))
 
 
 def test_from_dict_rejects_unknown_keys():

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from vgtune.core import schema
-from vgtune.core.schema import CONTRACT_FACTORS, FACTORS, FIELDS, TrainConfig, param_text, parse_param
+from vgtune.core.columns import CONTRACT_FACTORS
+from vgtune.core.schema import FACTORS, FIELDS, TrainConfig, param_text, parse_param
 from vgtune.driver.stopper import GradientCollapseStopper
 from vgtune.tracking.reader import dedupe
 
@@ -63,7 +64,7 @@ def test_schema_module_imports_neither_torch_nor_mlflow():
 
 
 @pytest.mark.parametrize("name,value", [("depth", 24), ("lr", 0.02), ("bf16", True), ("probes", False),
-                                        ("limit", None), ("data_root", None), ("activation", "tanh"),
+                                        ("limit", None), ("root", None), ("activation", "tanh"),
                                         ("diverge_loss", 1e4), ("probe_every", 5)])
 def test_params_read_back_as_the_value_that_was_logged(name, value):
     assert parse_param(name, str(value)) == value
@@ -95,3 +96,33 @@ def test_dedupe_merges_one_configuration_newest_finished_wins():
     assert len(kept) == 1 and kept["test_acc"].item() == 0.9
 
 
+
+
+def test_a_registry_creates_by_name_and_lists_the_valid_names():
+    from vgtune.core.checks import OptionError
+    from vgtune.core.registry import Registry
+
+    shapes = Registry("shape", hint="(or module:function)")
+    shapes.register("square", lambda side: side * side)
+
+    @shapes.register("circle")
+    def circle(r):
+        return 3 * r * r
+
+    assert shapes.names() == ["square", "circle"] and "circle" in shapes and list(shapes) == shapes.names()
+    assert shapes.create("square", 3) == 9 and shapes.get("circle") is circle
+    with pytest.raises(OptionError) as err:
+        shapes.get("hexagon")
+    assert (err.value.option, err.value.valid) == ("shape", ("square", "circle"))
+    assert str(err.value) == "unknown shape 'hexagon'; valid: square, circle (or module:function)"
+    with pytest.raises(ValueError, match="registered twice"):
+        shapes.register("square", None)
+
+
+def test_fields_under_their_former_names_still_read():
+    from vgtune.tracking.reader import _param
+
+    old = {"probe_modules": '["blocks.0"]', "data_root": "/data", "data_max_gb": "2.0"}
+    assert TrainConfig.from_dict(old | {"data_max_gb": 2.0}).max_gb == 2.0
+    assert [_param(old, f) for f in ("probe", "root", "max_gb")] == ['["blocks.0"]', "/data", "2.0"]
+    assert _param({"max_gb": "3.0", "data_max_gb": "2.0"}, "max_gb") == "3.0"

@@ -83,7 +83,7 @@ def test_probe_paths_model_args_and_a_tensor_loader(tmp_path):
     client, runs = trial_runs(sqlite_uri(tmp_path), "seqnet")
     assert sorted(json.loads(r.data.params["model_args"])["hidden"] for r in runs) == [8, 16]
     for run in runs:
-        assert run.data.params["probe_modules"] == '["1", "3", "5"]'
+        assert run.data.params["probe"] == '["1", "3", "5"]'
         blocks = {k.split("/")[0] for k in run.data.metrics if k.startswith("block")}
         assert blocks == {"block01", "block02", "block03"}
         assert run.data.metrics["block01/dead_frac"] >= 0  # the probed modules are the ReLUs themselves

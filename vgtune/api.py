@@ -255,8 +255,9 @@ def probe(config: Mapping[str, Any] | None = None, *, thresholds: Thresholds | M
           **values: Any) -> dict[str, Any]:
     """Gradient flow at initialization of one network, no training: `vgtune.probe(depth=24, activation="sigmoid")`.
 
-    config, **values: training options (TrainConfig fields; keywords win over `config`); an unknown one raises
-        ValueError listing the valid ones. thresholds: the diagnosis thresholds (Thresholds or a mapping).
+    config, **values: training options (TrainConfig fields; keywords win over `config`), validated here: an unknown
+        or bad one raises ValueError listing the valid ones. thresholds: the diagnosis thresholds (Thresholds or a
+        mapping).
     Returns {"config": every option, "summary": {grad_attenuation, dead_frac, saturated_frac, diagnosis, the
     mean-field prediction, ...}, "series": the per-block series}.
     """
@@ -293,7 +294,8 @@ def probe_spec(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     spec_mod.check_models(loaded)
     t0, rows = time.perf_counter(), []
     for t in loaded.trials:
-        summary = probe_config(TrainConfig.from_dict(t | {"device": "auto"}), loaded.thresholds)["summary"]
+        summary = probe_config(TrainConfig.from_dict(t | {"device": "auto"}), loaded.thresholds,
+                               checked=True)["summary"]
         rows.append({k: t[k] for k in loaded.factors or ["depth"]} | {"activation": t["activation"]} | summary)
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows).sort_values("grad_attenuation")

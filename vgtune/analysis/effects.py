@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vgtune.analysis import stats as st
+from vgtune.core.columns import CHANCE_OF
 from vgtune.core.schema import FACTORS
 
 MITIGATION_FACTORS = ("init", "norm", "residual", "activation", "pool", "dropout", "weight_decay", "optimizer")
@@ -54,8 +55,7 @@ def at_least_chance(df: pd.DataFrame) -> pd.DataFrame:
     a network worse than always giving the commonest answer has failed like a diverged one, and two failures
     differ by nothing a verdict should report. The report's tables all read these scores; trials.csv keeps the
     measured accuracies."""
-    floors = {acc: chance for acc, chance in (("test_acc", "chance_acc"), ("val_acc", "chance_val_acc"))
-              if chance in df.columns}
+    floors = {acc: chance for acc, chance in CHANCE_OF.items() if chance in df.columns}
     return df.assign(**{acc: df[acc].clip(lower=df[chance].fillna(0.0)) for acc, chance in floors.items()})
 
 

@@ -16,9 +16,8 @@ import numbers
 import pandas as pd
 
 from vgtune.analysis import effects
+from vgtune.core.columns import SELECTION_METRICS
 from vgtune.core.schema import STATUSES
-
-SELECTION_METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data
 
 
 def tuned(df: pd.DataFrame) -> bool:

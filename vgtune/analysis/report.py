@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from vgtune.analysis import effects, fairness, phase, plots
+from vgtune.core.columns import CONTRACT_FACTORS, SELECTION_METRICS, SWEEP, TRIALS_HEAD
 from vgtune.core.diagnosis import Thresholds
-from vgtune.core.schema import CONTRACT_FACTORS, FACTORS, PROFILE, RESULTS, THEORY
+from vgtune.core.schema import FACTORS
 from vgtune.tracking.reader import latest_sweep_run, load_trials
 from vgtune.tracking.store import client_for
 
@@ -49,9 +50,7 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 30) -> str:
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     """Contract factors, results, every other training option, the sweep folder (no per-block columns)."""
-    cols = (list(CONTRACT_FACTORS + RESULTS + PROFILE + THEORY) + ["arm", "nuisance", "selected", "variant", "stage",
-                                                                   "chance_acc", "chance_val_acc"]
-            + [f for f in FACTORS if f not in CONTRACT_FACTORS] + ["sweep"])
+    cols = list(TRIALS_HEAD) + [f for f in FACTORS if f not in CONTRACT_FACTORS] + [SWEEP]
     return df.reindex(columns=cols)
 
 
@@ -295,7 +294,7 @@ class Selection:
     def of(cls, run) -> Selection:
         params = run.data.params if run else {}
         metric = params.get("metric", "val_acc")
-        return cls(metric if metric in fairness.SELECTION_METRICS else "val_acc", params.get("mode", "max"),
+        return cls(metric if metric in SELECTION_METRICS else "val_acc", params.get("mode", "max"),
                    tuple(k for k in params.get("nuisance", "").split(",") if k), params.get("correction", "holm"))
 
 

@@ -1,8 +1,10 @@
 """Argument checks shared by every config: one rule per kind of value, one message shape.
 
-Each raises ValueError saying what was given and what is allowed, e.g.
-`depth must be an integer >= 1, got True`. Booleans are never numbers here
-(YAML's `yes` would otherwise pass as 1).
+Each raises `OptionError` (a ValueError) saying what was given and what is
+allowed, e.g. `depth must be an integer >= 1, got True`, and carrying the
+option's name, the rule it broke and the valid names as data: the spec turns
+it into a `SpecError` at the option's key path without reading its text.
+Booleans are never numbers here (YAML's `yes` would otherwise pass as 1).
 """
 
 from __future__ import annotations
@@ -12,6 +14,29 @@ from collections.abc import Iterable
 from typing import Any
 
 
+class OptionError(ValueError):
+    """One option's value is not allowed. str(): the one-line message, then `; valid: ...` and the hint."""
+
+    def __init__(self, option: str, problem: str, valid: Iterable[str] = (), hint: str = "", rule: str = ""):
+        self.option = option  # the option's name (a TrainConfig field, `model`, `dataset`, ...)
+        self.problem = problem  # the sentence saying what is wrong, naming the option
+        self.valid = tuple(valid)  # the allowed names, where there is a list of them
+        self.hint = hint  # said after the valid names, e.g. "(or module:function)"
+        self.rule = rule  # the problem without the option's name (`must be ...`), where it reads as one
+        super().__init__(problem + (f"; valid: {', '.join(self.valid)}" if self.valid else "")
+                         + (f" {hint}" if hint else ""))
+
+
+def invalid(option: str, rule: str) -> OptionError:
+    """The error `option rule`, e.g. `depth must be an integer >= 1, got 0`."""
+    return OptionError(option, f"{option} {rule}", rule=rule)
+
+
+def keyed(option: str, rule: str) -> OptionError:
+    """The error `option: rule`, for a message that names its option as a spec key (`model: cannot import ...`)."""
+    return OptionError(option, f"{option}: {rule}", rule=rule)
+
+
 def is_number(value: Any) -> bool:
     """A finite int or float that is not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -19,7 +44,7 @@ def is_number(value: Any) -> bool:
 
 def integer(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise invalid(name, f"must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -32,7 +57,7 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        raise ValueError(f"{name} must be a number{_range(low, high, low_open, high_open)}, got {value!r}")
+        raise invalid(name, f"must be a number{_range(low, high, low_open, high_open)}, got {value!r}")
     return value
 
 
@@ -48,12 +73,12 @@ def _range(low, high, low_open, high_open) -> str:
 
 def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise invalid(name, f"must be true or false, got {value!r}")
     return value
 
 
 def choice(name: str, value: Any, valid: Iterable[str]) -> str:
     valid = list(valid)
     if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        raise OptionError(name, f"unknown {name} {value!r}", valid)
     return value

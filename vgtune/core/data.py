@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vgtune.core import usercode
+from vgtune.core.registry import Registry
 
 
 class DataError(ValueError):
@@ -37,7 +38,7 @@ class DataError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # key of DATASETS
+    dataset: str = "digits"  # name in DATASETS, or a user loader "module:function"
     root: str | None = None  # folder holding torchvision data / an image folder
     download: bool = False  # let torchvision download into `root`
     image_size: int = 32  # side length images are resized to (imagefolder only)
@@ -112,6 +113,7 @@ def eval_batches(x: torch.Tensor, y: torch.Tensor,
 # as numpy/torch on the CPU; `load` splits and normalizes.
 
 Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
+DATASETS: Registry[Callable[[DataConfig], Raw]] = Registry("dataset", hint="(or module:function)")
 
 
 def _digits_file() -> Path:
@@ -123,6 +125,7 @@ def _digits_file() -> Path:
     return path
 
 
+@DATASETS.register("digits")
 def _digits(cfg: DataConfig) -> Raw:
     table = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)  # 64 pixels (0..16), label
     x = torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 8, 8) / 16.0  # (1797, 1, 8, 8)
@@ -130,6 +133,7 @@ def _digits(cfg: DataConfig) -> Raw:
     return x, y, None, None, 10
 
 
+@DATASETS.register("synthetic")
 def _synthetic(cfg: DataConfig) -> Raw:
     """Gaussian class prototypes plus noise: learnable, 10 classes, 1x8x8."""
     g = torch.Generator().manual_seed(cfg.split_seed + 12345)
@@ -142,8 +146,8 @@ def _synthetic(cfg: DataConfig) -> Raw:
 
 def _require_root(cfg: DataConfig) -> Path:
     if cfg.root is None:
-        raise DataError(f"dataset {cfg.name!r} needs a data root: set dataset.root "
-                        f"(e.g. {{name: {cfg.name}, root: ~/data, download: true}})")
+        raise DataError(f"dataset {cfg.dataset!r} needs a data root: set dataset.root "
+                        f"(e.g. {{name: {cfg.dataset}, root: ~/data, download: true}})")
     return Path(cfg.root).expanduser()
 
 
@@ -160,7 +164,7 @@ def _torchvision(cls_name: str) -> Callable[[DataConfig], Raw]:
             hint = ("the download failed (no network?): copy the files there from a machine "
                     "that has one" if cfg.download else
                     "set dataset.download: true to fetch them, or copy them there")
-            raise DataError(f"dataset {cfg.name!r}: no usable files under {root} ({exc}); {hint}") from exc
+            raise DataError(f"dataset {cfg.dataset!r}: no usable files under {root} ({exc}); {hint}") from exc
         return (*_to_tensor(train), *_to_tensor(test), len(train.classes))
     return load
 
@@ -171,6 +175,12 @@ def _to_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
     return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
 
+DATASETS.register("mnist", _torchvision("MNIST"))
+DATASETS.register("fashion_mnist", _torchvision("FashionMNIST"))
+DATASETS.register("cifar10", _torchvision("CIFAR10"))
+
+
+@DATASETS.register("imagefolder")
 def _imagefolder(cfg: DataConfig) -> Raw:
     import torchvision
     from torchvision import transforms
@@ -188,23 +198,11 @@ def _imagefolder(cfg: DataConfig) -> Raw:
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), None, None, len(ds.classes)
 
 
-DATASETS: dict[str, Callable[[DataConfig], Raw]] = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    "mnist": _torchvision("MNIST"),
-    "fashion_mnist": _torchvision("FashionMNIST"),
-    "cifar10": _torchvision("CIFAR10"),
-    "imagefolder": _imagefolder,
-}
-
-
 def get_loader(name: str) -> Callable[[DataConfig], Raw] | Callable[..., tuple]:
     """A built-in loader by name, or the user's `module:function` (see `user_splits`)."""
     if usercode.is_reference(name):
         return usercode.load(name, "dataset")
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (or module:function)")
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 # ------------------------------------------------------------------- user loaders
@@ -217,11 +215,11 @@ def user_splits(cfg: DataConfig) -> tuple[list[torch.Tensor], int]:
     """Call the user's loader and check what it returned: six tensors (x, y of train, val, test)
     or three `torch.utils.data.Dataset`s of (image, label), materialized here. Returns the six
     tensors and the number of classes (largest label + 1)."""
-    fn = get_loader(cfg.name)
+    fn = get_loader(cfg.dataset)
     try:
         out = fn(**usercode.accepted(fn, {k: getattr(cfg, k) for k in USER_ARGS}))
     except Exception as exc:
-        raise DataError(f"{cfg.name} raised {type(exc).__name__}: {exc}") from None
+        raise DataError(f"{cfg.dataset} raised {type(exc).__name__}: {exc}") from None
     out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
     if len(out) == 3 and all(isinstance(d, torch.utils.data.Dataset) for d in out):
         tensors = [t for name, ds in zip(SPLITS, out) for t in _materialize(ds, name, cfg)]
@@ -229,7 +227,7 @@ def user_splits(cfg: DataConfig) -> tuple[list[torch.Tensor], int]:
         tensors = list(out)
     else:
         kinds = ", ".join(type(o).__name__ for o in out)
-        raise DataError(f"{cfg.name} must return six tensors (x_train, y_train, x_val, y_val, x_test, y_test) "
+        raise DataError(f"{cfg.dataset} must return six tensors (x_train, y_train, x_val, y_val, x_test, y_test) "
                         f"or three Datasets (train, val, test), got ({kinds})")
     return _checked(tensors, cfg)
 
@@ -239,24 +237,24 @@ def _materialize(ds, name: str, cfg: DataConfig) -> tuple[torch.Tensor, torch.Te
     try:
         n = len(ds)
     except TypeError:
-        raise DataError(f"{cfg.name}: the {name} Dataset has no len(); vgtune needs map-style Datasets") from None
+        raise DataError(f"{cfg.dataset}: the {name} Dataset has no len(); vgtune needs map-style Datasets") from None
     if n == 0:
-        raise DataError(f"{cfg.name}: the {name} split is empty")
+        raise DataError(f"{cfg.dataset}: the {name} split is empty")
     item = ds[0]
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
-        raise DataError(f"{cfg.name}: the {name} Dataset must yield (image, label) pairs, got {type(item).__name__}")
+        raise DataError(f"{cfg.dataset}: the {name} Dataset must yield (image, label) pairs, got {type(item).__name__}")
     _fits(n * torch.as_tensor(np.asarray(item[0]), dtype=torch.float32).numel() * 4, cfg)
     try:
         xs, ys = zip(*torch.utils.data.DataLoader(ds, batch_size=1024, shuffle=False))
         return torch.cat(xs).float(), torch.cat(ys).long()
     except Exception as exc:  # items that do not stack: PIL images, ragged shapes
-        raise DataError(f"{cfg.name}: the {name} Dataset's items do not stack into tensors "
+        raise DataError(f"{cfg.dataset}: the {name} Dataset's items do not stack into tensors "
                         f"({type(exc).__name__}: {exc}); yield (tensor image C x H x W, int label)") from None
 
 
 def _fits(nbytes: float, cfg: DataConfig) -> None:
     if nbytes > cfg.max_gb * 2**30:
-        raise DataError(f"{cfg.name}: the data takes {nbytes / 2**30:.3g} GB as float32 tensors, over the limit "
+        raise DataError(f"{cfg.dataset}: the data takes {nbytes / 2**30:.3g} GB as float32 tensors, over the limit "
                         f"of {cfg.max_gb:g} GB every worker would hold; raise it with dataset.max_gb")
 
 
@@ -264,7 +262,7 @@ def _checked(t: list[torch.Tensor], cfg: DataConfig) -> tuple[list[torch.Tensor]
     """The rules the built-in sets follow: NCHW float images, int labels 0..K-1, matching shapes."""
     _fits(sum(x.numel() for x in t[0::2]) * 4, cfg)
     for name, x, y in zip(SPLITS, t[0::2], t[1::2]):
-        where = f"{cfg.name}: {name} split"
+        where = f"{cfg.dataset}: {name} split"
         if x.dim() != 4 or not x.is_floating_point():
             raise DataError(f"{where}: images must be a float tensor (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
         if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
@@ -279,7 +277,7 @@ def _checked(t: list[torch.Tensor], cfg: DataConfig) -> tuple[list[torch.Tensor]
             raise DataError(f"{where}: labels must be 0..K-1, got {int(y.min())}")
     classes = int(max(y.max() for y in t[1::2])) + 1
     if classes < 2:
-        raise DataError(f"{cfg.name}: labels must name at least 2 classes, got {classes}")
+        raise DataError(f"{cfg.dataset}: labels must name at least 2 classes, got {classes}")
     return [x.float().contiguous() if x.is_floating_point() else x.long() for x in t], classes
 
 
@@ -308,9 +306,9 @@ def _redraw(val_idx: torch.Tensor, train_idx: torch.Tensor, seed: int | None) ->
 def _raw(cfg_key: tuple) -> tuple:
     """A loader's output (a user loader's checked splits) before any split; `val_seed` is not part of the key."""
     cfg = DataConfig(*cfg_key)
-    if usercode.is_reference(cfg.name):
+    if usercode.is_reference(cfg.dataset):
         return user_splits(cfg)
-    return get_loader(cfg.name)(cfg)
+    return get_loader(cfg.dataset)(cfg)
 
 
 @functools.lru_cache(maxsize=4)
@@ -322,7 +320,7 @@ def _load_cpu(cfg_key: tuple) -> TensorData:
 def _assemble(cfg: DataConfig) -> TensorData:
     """Split and normalize the (cached) raw data as `cfg` says."""
     raw = _raw(dataclasses.astuple(dataclasses.replace(cfg, val_seed=None)))
-    if usercode.is_reference(cfg.name):
+    if usercode.is_reference(cfg.dataset):
         (x_train, y_train, x_val, y_val, x_test, y_test), classes = raw
         if cfg.val_seed is None:
             return _normalized(x_train[:cfg.limit], y_train[:cfg.limit], x_val, y_val, x_test, y_test, classes)
@@ -352,7 +350,7 @@ def _normalized(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
 
 def load(cfg: DataConfig) -> TensorData:
     """Load, split and normalize a dataset on the CPU (cached per configuration)."""
-    get_loader(cfg.name)
+    get_loader(cfg.dataset)
     if not 0 < cfg.val_fraction < 1 or not 0 <= cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
         raise ValueError("val_fraction and test_fraction must lie in (0, 1) and sum to less than 1, "
                          f"got {cfg.val_fraction} and {cfg.test_fraction}")

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from vgtune.core import train as train_mod
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.models import CNN
-from vgtune.core.packing import PER_MEMBER, shape_key, why_not
+from vgtune.core.packing import PER_MEMBER, shape_key, why_unpackable
 from vgtune.core.schema import TrainConfig
 
 # ------------------------------------------------------------------ the fused network
@@ -157,7 +157,7 @@ class _Member:
 def _check(cfgs: list[TrainConfig]) -> None:
     dicts = [c.to_dict() for c in cfgs]
     for d in dicts:
-        reason = why_not(d)
+        reason = why_unpackable(d)
         if reason:
             raise ValueError(f"cannot pack this trial: {reason}")
     if len({shape_key(d) for d in dicts}) > 1:

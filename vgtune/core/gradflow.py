@@ -37,11 +37,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from vgtune.core.columns import PROFILE, SERIES
 from vgtune.core.models import ACTIVATIONS, RELU_FAMILY, SATURATING
-from vgtune.core.schema import PROFILE
-
-SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std",
-          "dead_frac", "saturated_frac")
 
 
 def norm(t: torch.Tensor) -> torch.Tensor:
@@ -224,7 +221,7 @@ def max_slope(module: nn.Module) -> float:
 
 def last_activation(block: nn.Module, activation: str) -> nn.Module | None:
     """The last submodule of `block` (itself included) of the activation's class, or None."""
-    cls = ACTIVATIONS.get(activation)
+    cls = ACTIVATIONS[activation] if activation in ACTIVATIONS else None
     found = [m for m in block.modules() if cls is not None and type(m) is cls]
     return found[-1] if found else None
 

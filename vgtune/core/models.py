@@ -8,8 +8,8 @@ output h_l is what `vgtune.gradflow` probes.
 
     x (B, C_in, H, W) -> block_1 -> ... -> block_L -> flatten -> linear -> logits
 
-Name lookups follow timm's `create_act` / `create_norm`: one table per kind,
-one `get_*` function that raises ValueError listing the valid names.
+Every name a config gives (activation, norm, residual, pool, init) is looked up
+in its `vgtune.core.registry.Registry`, whose error lists the valid names.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ import torch
 import torch.nn as nn
 
 from vgtune.core import checks
+from vgtune.core.registry import Registry
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "identity": nn.Identity,
-}
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+ACTIVATIONS.register("relu", nn.ReLU)
+ACTIVATIONS.register("leaky_relu", nn.LeakyReLU)
+ACTIVATIONS.register("elu", nn.ELU)
+ACTIVATIONS.register("selu", nn.SELU)
+ACTIVATIONS.register("gelu", nn.GELU)
+ACTIVATIONS.register("silu", nn.SiLU)
+ACTIVATIONS.register("tanh", nn.Tanh)
+ACTIVATIONS.register("sigmoid", nn.Sigmoid)
+ACTIVATIONS.register("identity", nn.Identity)
 
 # Activations whose units can die (never positive) and those that saturate.
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "silu"})
@@ -50,49 +50,42 @@ _GAIN_NAME = {
 }
 
 
+NORMS: Registry[Callable[[int], nn.Module]] = Registry("norm")  # channels -> layer
+NORMS.register("none", lambda c: nn.Identity())
+NORMS.register("batch", nn.BatchNorm2d)
+
+
+@NORMS.register("group")
 def _group_norm(channels: int) -> nn.Module:
     groups = math.gcd(channels, 8)
     return nn.GroupNorm(groups, channels)
 
 
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "none": lambda c: nn.Identity(),
-    "batch": nn.BatchNorm2d,
-    "group": _group_norm,
-    "layer": lambda c: nn.GroupNorm(1, c),  # LayerNorm over (C, H, W)
-}
+NORMS.register("layer", lambda c: nn.GroupNorm(1, c))  # LayerNorm over (C, H, W)
 
 # Residual schemes: None = no skip; otherwise the initial value of the branch
 # scale alpha in h = x + alpha * f(x), and whether alpha is learned.
-RESIDUALS: dict[str, tuple[float, bool] | None] = {
-    "none": None,
-    "standard": (1.0, False),  # He et al. 2016
-    "rezero": (0.0, True),  # ReZero / SkipInit: learnable alpha starting at 0
-}
+RESIDUALS: Registry[tuple[float, bool] | None] = Registry("residual")
+RESIDUALS.register("none", None)
+RESIDUALS.register("standard", (1.0, False))  # He et al. 2016
+RESIDUALS.register("rezero", (0.0, True))  # ReZero / SkipInit: learnable alpha starting at 0
 
-POOLS: dict[str, type[nn.Module] | None] = {
-    "none": None,
-    "max": nn.MaxPool2d,
-    "avg": nn.AvgPool2d,
-}
-
-
-def _lookup(table: dict, kind: str, name: str):
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
-    return table[name]
+POOLS: Registry[type[nn.Module] | None] = Registry("pool")
+POOLS.register("none", None)
+POOLS.register("max", nn.MaxPool2d)
+POOLS.register("avg", nn.AvgPool2d)
 
 
 def get_activation(name: str | Callable[[], nn.Module]) -> nn.Module:
     """Activation module by name; a callable is called as is."""
     if callable(name):
         return name()
-    return _lookup(ACTIVATIONS, "activation", name)()
+    return ACTIVATIONS.create(name)
 
 
 def get_norm(name: str, channels: int) -> nn.Module:
     """Normalization layer by name for `channels` channels."""
-    return _lookup(NORMS, "norm", name)(channels)
+    return NORMS.create(name, channels)
 
 
 def gain_name(activation: str) -> str:
@@ -105,38 +98,38 @@ class ModelConfig:
     depth: int = 4  # number of conv blocks (L)
     width: int = 16  # channels of every block
     kernel_size: int = 3  # odd conv kernel; 'same' padding
-    activation: str = "relu"  # key of ACTIVATIONS
-    norm: str = "none"  # key of NORMS
-    residual: str = "none"  # key of RESIDUALS
-    pool: str = "none"  # key of POOLS, applied between stages
+    activation: str = "relu"  # name in ACTIVATIONS
+    norm: str = "none"  # name in NORMS
+    residual: str = "none"  # name in RESIDUALS
+    pool: str = "none"  # name in POOLS, applied between stages
     pool_stages: int = 2  # number of 2x2 pooling layers spread over the depth
     dropout: float = 0.0  # dropout probability after each activation
     in_channels: int = 1  # channels of the input images
     image_size: int = 8  # input height == width
     num_classes: int = 10  # classifier outputs
-    arch: str = "cnn"  # key of vgtune.build.ARCHS
-    factory: str | None = None  # a user factory "module:function" in place of arch (vgtune.build)
+    arch: str = "cnn"  # name in vgtune.core.networks.ARCHS
+    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.core.networks)
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # more keywords for the user factory
     probe: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad field and the allowed values."""
-        _lookup(ACTIVATIONS, "activation", self.activation)
-        _lookup(NORMS, "norm", self.norm)
-        _lookup(RESIDUALS, "residual", self.residual)
-        _lookup(POOLS, "pool", self.pool)
+        """Raise OptionError (a ValueError) naming the bad field and the allowed values."""
+        for registry, name in ((ACTIVATIONS, self.activation), (NORMS, self.norm), (RESIDUALS, self.residual),
+                               (POOLS, self.pool)):
+            registry.get(name)
         for field, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("in_channels", 1),
                            ("image_size", 1), ("num_classes", 2), ("pool_stages", 0)):
             checks.integer(field, getattr(self, field), low)
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+            raise checks.invalid("kernel_size", f"must be odd, got {self.kernel_size}")
         checks.number("dropout", self.dropout, 0, 1, high_open=True)
         if not isinstance(self.model_args, dict) or not all(isinstance(k, str) for k in self.model_args):
-            raise ValueError(f"model_args must be a mapping of keyword names to values, got {self.model_args!r}")
+            raise checks.invalid("model_args", "must be a mapping of keyword names to values, "
+                                               f"got {self.model_args!r}")
         if self.probe is not None and (not isinstance(self.probe, list) or not self.probe
                                        or not all(isinstance(p, str) and p for p in self.probe)):
-            raise ValueError(f"probe must be a non-empty list of module paths (e.g. [layer1.0, layer2.0]), "
-                             f"got {self.probe!r}")
+            raise checks.invalid("probe", "must be a non-empty list of module paths (e.g. [layer1.0, layer2.0]), "
+                                 f"got {self.probe!r}")
 
 
 def add_branch_scale(module: nn.Module, residual: str) -> bool:
@@ -228,23 +221,22 @@ def _kaiming(fn: Callable) -> Callable[[torch.Tensor, str], None]:
     return lambda w, act: fn(w, mode="fan_in", nonlinearity=gain_name(act))
 
 
-INITS: dict[str, Callable[[torch.Tensor, str], None] | None] = {
-    "default": None,  # PyTorch's own (kaiming_uniform with a=sqrt(5))
-    "normal": lambda w, act: nn.init.normal_(w, 0.0, 0.01),  # naive small init
-    "xavier_uniform": lambda w, act: nn.init.xavier_uniform_(w, nn.init.calculate_gain(gain_name(act))),
-    "xavier_normal": lambda w, act: nn.init.xavier_normal_(w, nn.init.calculate_gain(gain_name(act))),
-    "kaiming_uniform": _kaiming(nn.init.kaiming_uniform_),
-    "kaiming_normal": _kaiming(nn.init.kaiming_normal_),
-    "orthogonal": lambda w, act: nn.init.orthogonal_(w, nn.init.calculate_gain(gain_name(act))),
-    "delta_orthogonal": lambda w, act: _delta_orthogonal_(w, nn.init.calculate_gain(gain_name(act))),
-    "lsuv": lambda w, act: nn.init.orthogonal_(w),  # then rescaled on data by lsuv_()
-}
+INITS: Registry[Callable[[torch.Tensor, str], None] | None] = Registry("init")  # (weight, activation) -> None
+INITS.register("default", None)  # PyTorch's own (kaiming_uniform with a=sqrt(5))
+INITS.register("normal", lambda w, act: nn.init.normal_(w, 0.0, 0.01))  # naive small init
+INITS.register("xavier_uniform", lambda w, act: nn.init.xavier_uniform_(w, nn.init.calculate_gain(gain_name(act))))
+INITS.register("xavier_normal", lambda w, act: nn.init.xavier_normal_(w, nn.init.calculate_gain(gain_name(act))))
+INITS.register("kaiming_uniform", _kaiming(nn.init.kaiming_uniform_))
+INITS.register("kaiming_normal", _kaiming(nn.init.kaiming_normal_))
+INITS.register("orthogonal", lambda w, act: nn.init.orthogonal_(w, nn.init.calculate_gain(gain_name(act))))
+INITS.register("delta_orthogonal", lambda w, act: _delta_orthogonal_(w, nn.init.calculate_gain(gain_name(act))))
+INITS.register("lsuv", lambda w, act: nn.init.orthogonal_(w))  # then rescaled on data by lsuv_()
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers an init touches in a model not vgtune's CNN
 
 
 def get_init(name: str) -> Callable[[torch.Tensor, str], None] | None:
     """Weight initializer by name (None = keep PyTorch's default)."""
-    return _lookup(INITS, "init", name)
+    return INITS.get(name)
 
 
 def init_targets(model: nn.Module) -> list[nn.Module]:

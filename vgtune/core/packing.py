@@ -25,7 +25,7 @@ def left(row: dict[str, Any]) -> bool:
     return bool(row) and (row.get("status") != "running" or "stop_reason" in row)
 
 
-def why_not(cfg: dict[str, Any]) -> str | None:
+def why_unpackable(cfg: dict[str, Any]) -> str | None:
     """Why a trial (a TrainConfig dict) cannot be packed, or None if it can."""
     if cfg.get("model"):
         return "a user model (model:) trains alone"
@@ -71,7 +71,7 @@ def plan(items: list[dict[str, Any]], size: int | str, slots: int) -> list[dict[
     groups: dict[str, list[dict[str, Any]]] = {}
     out = []
     for item in items:
-        if why_not(item["train"]) is None:
+        if why_unpackable(item["train"]) is None:
             groups.setdefault(shape_key(item["train"]), []).append(item)
         else:
             out.append(item)
@@ -85,4 +85,4 @@ def plan(items: list[dict[str, Any]], size: int | str, slots: int) -> list[dict[
     return out
 
 
-__all__ = ["plan", "parse_size", "PER_MEMBER", "MAX_AUTO", "why_not", "shape_key", "member_id", "left"]
+__all__ = ["plan", "parse_size", "PER_MEMBER", "MAX_AUTO", "why_unpackable", "shape_key", "member_id", "left"]

@@ -24,13 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vgtune.core.checks import invalid
 from vgtune.core.models import ModelConfig, add_branch_scale, get_activation, get_norm
 
 
 def check_depth(depth: int) -> None:
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth for resnet_cifar must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), "
-                         f"got {depth}")
+        raise invalid("depth", "for resnet_cifar must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), "
+                               f"got {depth}")
 
 
 class ShortcutA(nn.Module):

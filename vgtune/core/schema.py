@@ -5,20 +5,9 @@ logged as an MLflow param, and the report turns every field back into a typed
 factor column, so two trials that differ in any option never merge into one
 row. This module imports neither torch nor MLflow.
 
-Trials-table columns (`trials.csv`), in this order:
-
-- the contract factors `depth, width, activation, init, norm, residual,
-  optimizer, lr, seed, dataset` (`CONTRACT_FACTORS`);
-- the results `status, diagnosis, test_acc, val_acc, train_loss,
-  grad_attenuation_init, grad_attenuation_final, train_seconds, epochs_run,
-  mlflow_run_id` (`RESULTS`);
-- where the final probe loses its gradient `worst_drop_block, worst_drop_decades,
-  decades_per_block` (`PROFILE`, see `vgtune.gradflow.profile`);
-- the theory columns `chi1, depth_scale, grad_attenuation_predicted, theory`
-  (`THEORY`, see `vgtune.theory`);
-- `arm, nuisance, selected, variant, stage` (`ARM_COLUMNS`, see `vgtune.fair`),
-  `chance_acc` (the score a diverged trial gets);
-- every other `TrainConfig` field, in declaration order.
+The trials table (`trials.csv`) leads with the columns `vgtune.core.columns`
+lists (`TRIALS_HEAD`), then every other `TrainConfig` field in declaration
+order (`FACTORS` is every field, the contract factors first).
 """
 
 from __future__ import annotations
@@ -31,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vgtune.core import checks
+from vgtune.core.columns import CONTRACT_FACTORS
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
@@ -46,17 +36,17 @@ class TrainConfig:
     depth: int = 4  # conv blocks (resnet_cifar: weighted layers, 6n+2)
     width: int = 16  # channels per block
     kernel_size: int = 3  # conv kernel side
-    activation: str = "relu"  # see vgtune.models.ACTIVATIONS
-    init: str = "default"  # see vgtune.models.INITS
+    activation: str = "relu"  # see vgtune.core.models.ACTIVATIONS
+    init: str = "default"  # see vgtune.core.models.INITS
     init_scale: float = 1.0  # multiplies the initialized conv weights (sigma_w^2 scales by its square)
-    norm: str = "none"  # see vgtune.models.NORMS
-    residual: str = "none"  # see vgtune.models.RESIDUALS
+    norm: str = "none"  # see vgtune.core.models.NORMS
+    residual: str = "none"  # see vgtune.core.models.RESIDUALS
     pool: str = "none"  # pooling between stages: none | max | avg
     dropout: float = 0.0  # dropout after every activation
-    arch: str = "cnn"  # see vgtune.build.ARCHS: cnn | resnet_cifar
-    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.build)
+    arch: str = "cnn"  # see vgtune.core.networks.ARCHS: cnn | resnet_cifar
+    model: str | None = None  # a user factory "module:function" in place of arch (vgtune.core.networks)
     model_args: dict[str, Any] = field(default_factory=dict)  # more keywords for the user factory
-    probe_modules: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
+    probe: list[str] | None = None  # module paths of the blocks to probe; None = the model's `blocks`
     # optimization
     optimizer: str = "sgd"  # sgd (with momentum) | adam
     lr: float = 0.05  # learning rate
@@ -67,15 +57,15 @@ class TrainConfig:
     batch_size: int = 64  # examples per step
     seed: int = 0  # weights, batch order, dropout (and with split per_seed the train/val split); CPU repeats it
     # data
-    dataset: str = "digits"  # see vgtune.data.DATASETS, or a user loader "module:function"
-    data_root: str | None = None  # where torchvision / imagefolder data lives
-    download: bool = False  # allow torchvision to download into data_root
+    dataset: str = "digits"  # see vgtune.core.data.DATASETS, or a user loader "module:function"
+    root: str | None = None  # where torchvision / imagefolder data lives (spec: dataset.root)
+    download: bool = False  # allow torchvision to download into root
     image_size: int = 32  # imagefolder resize side
     limit: int | None = None  # cap on training examples
     augment: str = "none"  # none | crop_flip (training batches: random 4-pixel-padded crops, horizontal flips)
     split_seed: int = 0  # train/val/test split seed, shared by all trials
     split: str = "fixed"  # fixed: one train/val split for all trials | per_seed: `seed` draws it (test stays fixed)
-    data_max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors
+    max_gb: float = 4.0  # a user loader's data may take at most this much memory as tensors (spec: dataset.max_gb)
     # probes and safety
     probes: bool = True  # gradient-flow probes (off only to measure their cost)
     probe_every: int = 0  # steps between gradient-flow probes; 0 = at each epoch's last step
@@ -89,19 +79,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; an unknown key raises ValueError listing the valid keys."""
+        """Build from a dict the spec checked (`vgtune.driver.spec`): the values are trusted, not validated again.
+        Fields under their former names (`RENAMED`, a checkpoint of an older sweep) are read too; an unknown key
+        raises ValueError listing the valid keys."""
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(FIELDS))
         if unknown:
             raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(FIELDS)}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad option and the allowed values. The names of networks, inits and
+        """Raise OptionError naming the bad option and the allowed values. The names of networks, inits and
         datasets are looked up where they are registered: `vgtune.core.train.validate` checks them too."""
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
         checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -110,12 +101,13 @@ class TrainConfig:
         checks.number("lr", self.lr, 0, low_open=True)
         checks.number("init_scale", self.init_scale, 0, low_open=True)
         checks.number("diverge_loss", self.diverge_loss, 0, low_open=True)
-        checks.number("data_max_gb", self.data_max_gb, 0, low_open=True)
+        checks.number("max_gb", self.max_gb, 0, low_open=True)
         for name in ("momentum", "weight_decay"):
             checks.number(name, getattr(self, name), 0)
         checks.number("dropout", self.dropout, 0, 1, high_open=True)
-        for name, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("epochs", 1), ("batch_size", 1), ("probe_every", 0), ("init_probe_batches", 1),
-                          ("threads", 0), ("seed", 0), ("split_seed", 0)):
+        for name, low in (("depth", 1), ("width", 1), ("kernel_size", 1), ("epochs", 1), ("batch_size", 1),
+                          ("probe_every", 0), ("init_probe_batches", 1), ("threads", 0), ("seed", 0),
+                          ("split_seed", 0)):
             checks.integer(name, getattr(self, name), low)
         if self.limit is not None:
             checks.integer("limit", self.limit, 1)
@@ -123,24 +115,16 @@ class TrainConfig:
             checks.boolean(name, getattr(self, name))
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
                                                     or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be {DEVICES}, got {self.device!r}")
+            raise checks.invalid("device", f"must be {DEVICES}, got {self.device!r}")
 
 
 # ------------------------------------------------------------------ the trials table
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
-CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", "optimizer", "lr", "seed",
-                    "dataset")
+# Fields renamed since sweeps were logged under the old name (old -> new): checkpoints and MLflow params still read.
+RENAMED = {"probe_modules": "probe", "data_root": "root", "data_max_gb": "max_gb"}
+# Every TrainConfig field as a trials-table factor column: the contract factors first (vgtune.core.columns).
 FACTORS: tuple[str, ...] = CONTRACT_FACTORS + tuple(f for f in FIELDS if f not in CONTRACT_FACTORS)
-RESULTS = ("status", "diagnosis", "test_acc", "val_acc", "train_loss", "grad_attenuation_init",
-           "grad_attenuation_final", "train_seconds", "epochs_run", "mlflow_run_id")
-PROFILE = ("worst_drop_block", "worst_drop_decades", "decades_per_block")  # vgtune.gradflow.profile
-# The mean-field prediction beside the measurement (vgtune.theory); `theory` says why one is empty.
-THEORY = ("chi1", "depth_scale", "grad_attenuation_predicted", "theory")
-# Fair comparisons (vgtune.fair): the trial's arm (a stable id of its scientific factors), its nuisance
-# setting (`lr=0.02`) and spec variant; `selected` marks the rows of each arm's chosen setting.
-# `stage`: select (stage 1, chooses each arm's setting) | confirm (stage 2, fresh seeds; the report's evidence).
-ARM_COLUMNS = ("arm", "nuisance", "variant", "stage")
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -164,7 +148,7 @@ def param_text(value: Any) -> str:
 def parse_param(name: str, text: str | None) -> Any:
     """A TrainConfig value back from its MLflow param string (`param_text`); None for 'None'/missing.
 
-    List and mapping values stay JSON text: one hashable factor column (`model_args`, `probe_modules`)."""
+    List and mapping values stay JSON text: one hashable factor column (`model_args`, `probe`)."""
     if text is None or text == "None" or (isinstance(text, float) and text != text):
         return None
     kind = TYPES.get(name, str)

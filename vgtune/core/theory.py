@@ -76,7 +76,7 @@ def not_applicable(reason: str) -> Prediction:
     return Prediction(math.nan, math.nan, math.nan, f"n/a: {reason}")
 
 
-def why_not(norm: str, residual: str, pool: str, dropout: float, network: str = "cnn") -> str | None:
+def why_no_theory(norm: str, residual: str, pool: str, dropout: float, network: str = "cnn") -> str | None:
     """Why a configuration is outside the plain-stack theory (None if it is inside); `network` is the arch
     or the user's `model: module:function`."""
     if network != "cnn":

@@ -30,13 +30,16 @@ from vgtune.core.schema import OPTIMIZERS, STATUSES, TrainConfig
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
-    return data_mod.DataConfig(name=cfg.dataset, root=cfg.data_root, download=cfg.download,
+    return data_mod.DataConfig(dataset=cfg.dataset, root=cfg.root, download=cfg.download,
                                image_size=cfg.image_size, limit=cfg.limit, split_seed=cfg.split_seed,
-                               max_gb=cfg.data_max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
+                               max_gb=cfg.max_gb, val_seed=cfg.seed if cfg.split == "per_seed" else None)
 
 
 def validate(cfg: TrainConfig) -> None:
-    """`TrainConfig.validate`, plus the registered names: network (arch or factory), init and dataset."""
+    """`TrainConfig.validate`, plus the registered names: network (arch or factory), init and dataset.
+
+    OptionError naming the option. The spec calls it once per trial on the driver; `train` and `probe` call it
+    for a TrainConfig built in Python (not for the spec's trials: `checked=True`)."""
     cfg.validate()
     networks.validate(model_config(cfg))
     get_init(cfg.init)
@@ -48,7 +51,7 @@ def model_config(cfg: TrainConfig, input_shape: tuple[int, int, int] = (1, 8, 8)
     return ModelConfig(depth=cfg.depth, width=cfg.width, kernel_size=cfg.kernel_size, activation=cfg.activation,
                        norm=cfg.norm, residual=cfg.residual, pool=cfg.pool, dropout=cfg.dropout,
                        in_channels=input_shape[0], image_size=input_shape[1], num_classes=num_classes,
-                       arch=cfg.arch, factory=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe_modules)
+                       arch=cfg.arch, model=cfg.model, model_args=dict(cfg.model_args), probe=cfg.probe)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class TrialResult:
     diagnosis: str = "healthy"  # one of vgtune.core.diagnosis.DIAGNOSES
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     layers: list[dict[str, Any]] = field(default_factory=list)  # probes: step, epoch, per-block series
-    summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.config.RESULTS
+    summary: dict[str, Any] = field(default_factory=dict)  # the result columns of vgtune.core.columns.RESULTS
     error: str | None = None  # why the trial ended early, if it did
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,9 +115,8 @@ class Setup:
 def setup(cfg: TrainConfig, thresholds: Thresholds | None = None) -> Setup:
     """Data on the device, a seeded and initialized model, its optimizer and probe.
 
-    The probe counts saturated units with `thresholds.saturation_eps`.
+    The probe counts saturated units with `thresholds.saturation_eps`. Trusts `cfg` (see `validate`).
     """
-    validate(cfg)
     thresholds = thresholds or Thresholds()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -146,7 +148,7 @@ def majority_share(y: torch.Tensor) -> float:
 
 def predict_init(cfg: TrainConfig, model: torch.nn.Module, data: data_mod.TensorData) -> theory.Prediction:
     """Mean-field theory's gradient flow for this configuration, or why it has none."""
-    reason = theory.why_not(cfg.norm, cfg.residual, cfg.pool, cfg.dropout, cfg.model or cfg.arch)
+    reason = theory.why_no_theory(cfg.norm, cfg.residual, cfg.pool, cfg.dropout, cfg.model or cfg.arch)
     if reason is not None:
         return theory.not_applicable(reason)
     return theory.predict(model, data.x_train[:256].cpu(), get_activation(cfg.activation), data.input_shape[1])
@@ -425,11 +427,15 @@ def ends(run: Run, report: EpochReport, stop: bool | None) -> bool:
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | None = None,
-          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None) -> TrialResult:
+          resume: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
+          checked: bool = False) -> TrialResult:
     """Train one configuration; never raises for a diverging run (status 'diverged').
 
-    `on_epoch` may return True to stop the trial early (status 'stopped').
+    `on_epoch` may return True to stop the trial early (status 'stopped'). `cfg` is validated first (an
+    OptionError names a bad option) unless `checked`: a spec's trials were, once, on the driver.
     """
+    if not checked:
+        validate(cfg)
     thresholds = thresholds or Thresholds()
     t0 = time.perf_counter()
     s = setup(cfg, thresholds)
@@ -445,8 +451,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[EpochReport], bool | None] | Non
     return finish(run.result, thresholds)
 
 
-def probe(cfg: TrainConfig, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """Gradient flow at initialization only: no update is made (`thresholds` as in `train`)."""
+def probe(cfg: TrainConfig, thresholds: Thresholds | None = None, checked: bool = False) -> dict[str, Any]:
+    """Gradient flow at initialization only: no update is made (`thresholds`, `checked` as in `train`)."""
+    if not checked:
+        validate(cfg)
     s = setup(cfg, thresholds)
     series = mean_series(measure_init(s, cfg.init_probe_batches))
     summary = summarize(series) | s.prediction.as_dict()

@@ -3,9 +3,9 @@
 A reference is `module:function`. The module is imported from the spec's
 folder (put on `sys.path` by `vgtune.spec.load`) or from `PYTHONPATH`; every
 failure is a ValueError of one line that names the reference and what is
-wrong with it. `shipped` lists the modules a Ray job must carry to its
-workers (`runtime_env={"py_modules": ...}`): those that are not installed
-packages.
+wrong with it (an `OptionError` whose option is `model` or `dataset`).
+`shipped` lists the modules a Ray job must carry to its workers
+(`runtime_env={"py_modules": ...}`): those that are not installed packages.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sysconfig
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
+
+from vgtune.core.checks import keyed
 
 
 def is_reference(name: object) -> bool:
@@ -34,7 +36,7 @@ def add_path(folder: str | Path) -> None:
 def _split(ref: str, what: str) -> tuple[str, str]:
     module, _, attr = ref.partition(":")
     if not module or not attr or ":" in attr:
-        raise ValueError(f"{what}: {ref!r} is not module:function (e.g. mypkg.nets:build)")
+        raise keyed(what, f"{ref!r} is not module:function (e.g. mypkg.nets:build)")
     return module, attr
 
 
@@ -44,11 +46,11 @@ def _module(ref: str, what: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
-            raise ValueError(f"{what}: cannot import {name!r} from {ref!r}: no such module in the spec's "
-                             "folder or on PYTHONPATH") from None
-        raise ValueError(f"{what}: importing {name!r} failed: {exc}") from None
+            raise keyed(what, f"cannot import {name!r} from {ref!r}: no such module in the spec's "
+                              "folder or on PYTHONPATH") from None
+        raise keyed(what, f"importing {name!r} failed: {exc}") from None
     except Exception as exc:  # the user's module raised while importing
-        raise ValueError(f"{what}: importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise keyed(what, f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
 
 
 def load(ref: str, what: str) -> Callable:
@@ -60,11 +62,11 @@ def load(ref: str, what: str) -> Callable:
         if not hasattr(obj, part):
             names = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
                            and getattr(v, "__module__", None) == module.__name__)
-            raise ValueError(f"{what}: {module.__name__!r} has no {attr!r}; callables there: "
-                             f"{', '.join(names) or 'none'}")
+            raise keyed(what, f"{module.__name__!r} has no {attr!r}; callables there: "
+                              f"{', '.join(names) or 'none'}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"{what}: {ref} is a {type(obj).__name__}, not a function")
+        raise keyed(what, f"{ref} is a {type(obj).__name__}, not a function")
     return obj
 
 
@@ -77,7 +79,7 @@ def check_call(fn: Callable, ref: str, what: str, kwargs: dict, hint: str) -> No
     try:
         sig.bind(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"{what}: {ref}{sig} cannot be called with {', '.join(kwargs)}: {exc}; {hint}") from None
+        raise keyed(what, f"{ref}{sig} cannot be called with {', '.join(kwargs)}: {exc}; {hint}") from None
 
 
 def accepted(fn: Callable, offered: dict) -> dict:

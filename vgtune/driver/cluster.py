@@ -4,14 +4,23 @@
     python -m vgtune.driver.cluster submit SPEC [--tracking-uri http://127.0.0.1:5000] [--storage DIR] [-- ARGS]
     python -m vgtune.driver.cluster down
 
-`up` starts a head node and a second worker node with `ray start`, both on
-127.0.0.1, in a temp dir of their own, with Ray's token authentication on and
-a fresh token in `.cluster/auth_token` (every command here passes it through
+`up` starts a head node and a second worker node with `ray start`, each in a
+temp dir of its own, with Ray's token authentication on and a fresh token in
+`.cluster/auth_token` (every command here passes it through
 RAY_AUTH_TOKEN_PATH). Each `ray start` runs in a session of its own, which
 every daemon and worker of that node inherits; `down` stops exactly the
 processes of those sessions, whatever they renamed themselves to (never `ray
-stop`, which stops every Ray of the user). The token protects the job API and
-dashboard; keep them on loopback all the same.
+stop`, which stops every Ray of the user).
+
+Only the dashboard and job API are bound to 127.0.0.1. Ray (2.60) rewrites a
+`--node-ip-address` of 127.0.0.1 to the machine's routable address, and binds a
+node's servers to loopback only when its address is 127.0.0.1, which `ray
+start` allows only where it refuses a second node
+(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). So the GCS (*:PORT), raylets, workers
+and dashboard agents listen on all interfaces and the Ray client server (10001)
+on this machine's address, all refusing calls without the token; the
+Prometheus metrics ports (dashboard 44227, agents) listen on 0.0.0.0 and serve
+metrics to anyone. Keep this machine's ports firewalled.
 
 The cluster is driven through Ray's CLI in subprocesses, not `ray.util.state` /
 `JobSubmissionClient` in this process: the token settings then stay out of the
@@ -36,7 +45,7 @@ STATE = Path(".cluster/state.json")
 
 @dataclass
 class ClusterConfig:
-    host: str = "127.0.0.1"  # every node and the dashboard bind here
+    host: str = "127.0.0.1"  # the dashboard and job API bind here; the address the nodes are given and joined at
     port: int = 6379  # GCS port of the head node
     dashboard_port: int = 8265  # dashboard and job API
     cpus_per_node: int = 1  # logical CPUs each node offers
@@ -84,7 +93,10 @@ def up(cfg: ClusterConfig, state: Path = STATE) -> ClusterConfig:
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     cfg.token_path = str(token)
-    common = ["--node-ip-address", cfg.host, "--num-cpus", str(cfg.cpus_per_node), "--disable-usage-stats"]
+    # Each node's dashboard agent takes a free HTTP port (0) for the job API, not Ray's fixed 52365: on the
+    # fixed one the second node, or any other Ray on this machine, leaves an agent without it.
+    common = ["--node-ip-address", cfg.host, "--num-cpus", str(cfg.cpus_per_node), "--disable-usage-stats",
+              "--dashboard-agent-listen-port", "0"]
     nodes = [[_ray(), "start", "--head", "--port", str(cfg.port), "--dashboard-host", cfg.host,
               "--dashboard-port", str(cfg.dashboard_port), "--include-dashboard", "true",
               "--temp-dir", f"{cfg.temp_dir}/head", *common],
@@ -205,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = up(ClusterConfig(port=args.port, dashboard_port=args.dashboard_port,
                                cpus_per_node=args.cpus_per_node))
         print(f"Ray cluster up: 2 nodes at {cfg.address}, dashboard and job API at {cfg.dashboard} "
-              f"(token authentication, token in {cfg.token_path}; bound to {cfg.host} only)")
+              f"(token authentication, token in {cfg.token_path}).\n"
+              f"Only the dashboard and job API are bound to {cfg.host}: the GCS (*:{cfg.port}), raylets, workers and "
+              "dashboard agents listen on all interfaces and the Ray client server (:10001) on this machine's address, "
+              "all refusing calls without the token; Ray's metrics ports (0.0.0.0) serve metrics to anyone. "
+              "Keep this machine's ports firewalled.")
         return 0
     if args.command == "down":
         print(f"stopped {down()} processes of the cluster")

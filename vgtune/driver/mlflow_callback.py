@@ -20,7 +20,7 @@ from vgtune.tracking.store import TrackingError
 from vgtune.tracking.writer_process import WriterProcess
 
 
-def units(trial) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+def trials_of(trial) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     """(trial id, TrainConfig dict, meta) of what a Tune trial trains: itself, or each member of a pack."""
     item = trial.config["trial"]
     if "members" not in item:
@@ -107,7 +107,7 @@ class MLflowTracker(tune.Callback):
         # Tune marks every trial TERMINATED when an interrupted experiment cleans up, so
         # "finished" is what this tracker saw end, or found finished in MLflow on a resume.
         done = self._ended | state["finished_before"]
-        self.unfinished = sum(tid not in done for t in trials for tid, _, _ in units(t))
+        self.unfinished = sum(tid not in done for t in trials for tid, _, _ in trials_of(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
         if self.unfinished or self.ends_sweep:
             self.writer.submit("finish", len(state["failures"]) + self.earlier_failures,
@@ -116,14 +116,14 @@ class MLflowTracker(tune.Callback):
 
     # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        for tid, cfg, meta in units(trial):
+        for tid, cfg, meta in trials_of(trial):
             self.writer.submit("trial_run", tid, cfg, meta)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         if "members" not in result:
             self.writer.submit("log_result", trial.trial_id, dict(trial.config["trial"]["train"]), result)
             return
-        members = units(trial)
+        members = trials_of(trial)
         for row in result["members"]:
             tid, cfg, _ = members[row["member"]]
             self.writer.submit("log_result", tid, cfg, row)
@@ -134,7 +134,7 @@ class MLflowTracker(tune.Callback):
         last = dict(trial.last_result or {})
         if "members" in trial.config["trial"]:
             summary = last.get("summary") or []
-            for k, (tid, cfg, _) in enumerate(units(trial)):
+            for k, (tid, cfg, _) in enumerate(trials_of(trial)):
                 if tid not in self._ended:  # a member still training when the pack was stopped
                     self._close_finished(tid, cfg, summary[k] if k < len(summary) else {}, "stopped by the scheduler")
             return
@@ -153,7 +153,7 @@ class MLflowTracker(tune.Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A crashed trial that Tune retries from its last checkpoint: count it on the run."""
         failures = trial.run_metadata.num_failures
-        for tid, cfg, _ in units(trial):
+        for tid, cfg, _ in trials_of(trial):
             if tid not in self._ended:
                 self.writer.submit("set_failures", tid, cfg, failures)
 
@@ -162,7 +162,7 @@ class MLflowTracker(tune.Callback):
         last = dict(trial.last_result or {})
         lines = text.strip().splitlines()
         summary = last.get("summary") or []
-        for k, (tid, cfg, _) in enumerate(units(trial)):
+        for k, (tid, cfg, _) in enumerate(trials_of(trial)):
             if tid in self._ended:
                 continue
             own = summary[k] if "members" in trial.config["trial"] and k < len(summary) else last

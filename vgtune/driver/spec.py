@@ -38,6 +38,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,19 @@ import numpy as np
 import yaml
 
 from vgtune.core import checks, usercode
+from vgtune.core.checks import OptionError
+from vgtune.core.columns import SELECTION_METRICS, TEST_METRICS
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
             "checkpoint_every", "thresholds", "pack", "confirm", "split", "correction")
-DATASET_KEYS = {"name": "dataset", "root": "data_root", "download": "download",
-                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "data_max_gb"}
-MODEL_KEYS = {"model": "model", "arch": "arch", "probe": "probe_modules"}  # top-level key -> TrainConfig field
+# `dataset:` keys -> TrainConfig fields: each its own name, but `name`, which is the field `dataset`.
+DATASET_KEYS = {"name": "dataset", "root": "root", "download": "download",
+                "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "max_gb"}
+MODEL_KEYS = ("model", "arch", "probe")  # top-level keys that are TrainConfig fields of the same name
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
-METRICS = ("val_acc", "train_acc", "train_loss", "grad_attenuation")  # never test data (see `metric` below)
 CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
 STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
 MODES = ("max", "min")
@@ -64,13 +67,38 @@ SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
 TRAIN_KEYS = FIELDS
+# The TrainConfig fields a top-level key sets, by that key's path: where an error about the field points.
+OWN_PATHS = {field: "dataset" if key == "name" else f"dataset.{key}" for key, field in DATASET_KEYS.items()} | {
+    key: key for key in MODEL_KEYS}
 # Set per trial by a top-level section of the spec (field -> section), not by parameters.
 RESERVED = {f: "dataset" for f in DATASET_KEYS.values()} | {"threads": "resources", "device": "resources",
-                                                            "probe_modules": "probe", "split": "split"}
+                                                            "probe": "probe", "split": "split"}
 
 
 class SpecError(ValueError):
-    """A sweep spec that cannot run; the message names the key path."""
+    """A sweep spec that cannot run, raised before Ray starts or any MLflow run exists.
+
+    Carries its key path as data: `path` (`parameters.depth[1]`, `dataset.max_gb`; "" for an error about no one
+    key, such as a missing file), `problem` (what is wrong) and `valid` (the allowed values, where they are a
+    list). str() is one line, `path: problem; valid: a, b`. `SpecError(message)` alone has no path.
+    """
+
+    def __init__(self, path: str, problem: str | None = None, valid: Iterable[str] = (), hint: str = ""):
+        if problem is None:
+            path, problem = "", path
+        self.path = path  # the key path in the spec ("" for none)
+        self.problem = problem  # what is wrong there
+        self.valid = tuple(valid)  # the allowed values, where they are a list
+        self.hint = hint  # said after the valid values, e.g. "(or module:function)"
+        text = f"{path}: {problem}" if path else problem
+        super().__init__(text + (f"; valid: {', '.join(self.valid)}" if self.valid else "")
+                         + (f" {hint}" if hint else ""))
+
+    @classmethod
+    def at(cls, path: str, exc: OptionError, own: bool = False) -> SpecError:
+        """An option's error from vgtune.core at `path`; `own`: the path is the option's own key, so the
+        message states the broken rule without naming the option twice (`dataset.max_gb: must be ...`)."""
+        return cls(path, exc.rule if own and exc.rule else exc.problem, exc.valid, exc.hint)
 
 
 @dataclass
@@ -143,6 +171,11 @@ class SweepSpec:
         return [k for k in TRAIN_KEYS if len({repr(t[k]) for t in self.trials}) > 1]
 
     @property
+    def configs(self) -> list[TrainConfig]:
+        """The trials as the TrainConfigs `parse` checked (typed; nothing is validated again)."""
+        return [TrainConfig.from_dict(t) for t in self.trials]
+
+    @property
     def items(self) -> list[dict[str, Any]]:
         """The trials as Tune's grid sees them (`vgtune.pack.plan` packs them): `{"train": ..., "meta": ...}`."""
         return [{"train": t, "meta": m} for t, m in zip(self.trials, self.meta)]
@@ -202,7 +235,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise SpecError(f"--set {key}: cannot read value {text!r} as YAML") from None
     parts = key.split(".")
     if parts[0] not in TOP_KEYS:
-        raise SpecError(f"--set {key}: unknown key {parts[0]!r}; valid: {', '.join(TOP_KEYS)}")
+        raise SpecError(f"--set {key}", f"unknown key {parts[0]!r}", TOP_KEYS)
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -222,23 +255,23 @@ def _mapping(raw: dict, key: str, default: Any = None) -> dict:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise SpecError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        raise SpecError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
     return value
 
 
 def _check_keys(where: str, given: dict, allowed: tuple[str, ...] | list[str]) -> None:
     unknown = [k for k in given if k not in allowed]
     if unknown:
-        raise SpecError(f"{where}{unknown[0]}: unknown key; valid: {', '.join(allowed)}")
+        raise SpecError(f"{where}{unknown[0]}", "unknown key", allowed)
 
 
 def _number(where: str, value: Any, low: float, integer: bool = False, strict: bool = False) -> Any:
     try:
         if integer:
-            return checks.integer(f"{where}:", value, int(low) + int(strict))
-        return checks.number(f"{where}:", value, low, low_open=strict)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
+            return checks.integer(where, value, int(low) + int(strict))
+        return checks.number(where, value, low, low_open=strict)
+    except OptionError as exc:
+        raise SpecError(where, exc.rule) from None
 
 
 def _dataset(raw: dict) -> dict[str, Any]:
@@ -246,14 +279,14 @@ def _dataset(raw: dict) -> dict[str, Any]:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
-        raise SpecError(f"dataset: expected a name or a mapping with 'name', got {value!r}")
+        raise SpecError("dataset", f"expected a name or a mapping with 'name', got {value!r}")
     _check_keys("dataset.", value, tuple(DATASET_KEYS))
     return {DATASET_KEYS[k]: v for k, v in value.items()}
 
 
 def _model(raw: dict) -> dict[str, Any]:
     """The top-level model keys as TrainConfig fields."""
-    return {field: raw[key] for key, field in MODEL_KEYS.items() if key in raw}
+    return {key: raw[key] for key in MODEL_KEYS if key in raw}
 
 
 def _flat(where: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +295,7 @@ def _flat(where: str, values: dict[str, Any]) -> dict[str, Any]:
         return values
     args = values[ARGS]
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise SpecError(f"{where}{ARGS}: expected a mapping of keyword names to values, got {args!r}")
+        raise SpecError(f"{where}{ARGS}", f"expected a mapping of keyword names to values, got {args!r}")
     return {k: v for k, v in values.items() if k != ARGS} | {f"{ARGS}.{k}": v for k, v in args.items()}
 
 
@@ -273,35 +306,36 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not k.startswith(prefix)} | ({ARGS: args} if args else {})
 
 
-def _problem(values: dict[str, Any]) -> str | None:
-    """Why these values are not a valid TrainConfig, or None."""
+def _checked(values: dict[str, Any]) -> TrainConfig:
+    """These values as a TrainConfig, every rule checked (names included); OptionError naming the option."""
     from vgtune.core.train import validate  # the registered names: imports torch, when a spec is checked
 
-    try:
-        validate(TrainConfig(**_nest(values)))
-    except (ValueError, TypeError) as exc:
-        return str(exc)
-    return None
+    cfg = TrainConfig(**_nest(values))
+    validate(cfg)
+    return cfg
+
+
+def _error(where: str, exc: OptionError) -> SpecError:
+    """The option's error at its own top-level key (`model`, `dataset.max_gb`), else at `where`."""
+    own = OWN_PATHS.get(exc.option)
+    return SpecError.at(own, exc, own=True) if own else SpecError.at(where, exc)
 
 
 def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
-    problem = _problem(values)
-    if problem is not None:
-        if problem.partition(":")[0] in ("model", "dataset", "probe"):  # names its own top-level key
-            raise SpecError(problem)
-        raise SpecError(f"{where}: {problem}")
-    return TrainConfig(**_nest(values))
+    try:
+        return _checked(values)
+    except OptionError as exc:
+        raise _error(where, exc) from None
 
 
 def _check_values(base: dict[str, Any], fixed: dict[str, Any], axes: dict[str, list | dict]) -> None:
     """Every grid value, with the first value of the other axes (rules span fields: resnet_cifar's depth, a
     factory's keywords), so an error names `parameters.KEY[i]`, or `fixed` when the option it names is fixed."""
     firsts = {k: _first(a) for k, a in axes.items()}
-    problem = _problem(base | fixed | firsts)
-    if problem is not None:
-        words = problem.split()  # "depth must be ...", "unknown activation 'swish'; ..."
-        about = (words[1] if words[0] == "unknown" else words[0]).rstrip(":")
-        _train_config(f"parameters.{about}[0]" if about in axes else "fixed", base | fixed | firsts)
+    try:
+        _checked(base | fixed | firsts)
+    except OptionError as exc:
+        raise _error(f"parameters.{exc.option}[0]" if exc.option in axes else "fixed", exc) from None
     for key, axis in axes.items():
         for i, value in enumerate(_values(axis)):
             _train_config(f"parameters.{key}[{i}]", base | fixed | firsts | {key: value})
@@ -311,7 +345,7 @@ def _check_training_keys(where: str, values: dict) -> None:
     allowed = [k for k in TRAIN_KEYS if k not in RESERVED]
     for key in values:
         if key in RESERVED:
-            raise SpecError(f"{where}{key}: set by the spec's top-level {RESERVED[key]}: key, not here")
+            raise SpecError(f"{where}{key}", f"set by the spec's top-level {RESERVED[key]}: key, not here")
     _check_keys(where, values, allowed)
 
 
@@ -319,22 +353,22 @@ def _axis(key: str, value: Any, section: str = "parameters") -> list | dict:
     where = f"{section}.{key}"
     if isinstance(value, list):
         if not value:
-            raise SpecError(f"{where}: empty list; give at least one value")
+            raise SpecError(where, "empty list; give at least one value")
         return value
     if isinstance(value, dict):
         if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-            raise SpecError(f"{where}: a distribution is one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {value!r}")
+            raise SpecError(where, f"a distribution is one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {value!r}")
         (kind, args), = value.items()
         if kind == "choice":
             if not isinstance(args, list) or not args:
-                raise SpecError(f"{where}.choice: expected a non-empty list, got {args!r}")
+                raise SpecError(f"{where}.choice", f"expected a non-empty list, got {args!r}")
         elif not (isinstance(args, list) and len(args) == 2 and all(checks.is_number(a) for a in args)
                   and args[0] < args[1]):
-            raise SpecError(f"{where}.{kind}: expected [low, high] with low < high, got {args!r}")
+            raise SpecError(f"{where}.{kind}", f"expected [low, high] with low < high, got {args!r}")
         elif kind == "loguniform" and args[0] <= 0:
-            raise SpecError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+            raise SpecError(f"{where}.loguniform", f"bounds must be > 0, got {args!r}")
         elif kind == "randint" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-            raise SpecError(f"{where}.randint: bounds must be integers, got {args!r}")
+            raise SpecError(f"{where}.randint", f"bounds must be integers, got {args!r}")
         return value
     return [value]  # a scalar is a one-value axis
 
@@ -369,7 +403,7 @@ def _config_list(raw: dict, key: str, default: list) -> list[dict[str, Any]]:
     if items is None:
         return default
     if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
-        raise SpecError(f"{key}: expected a non-empty list of mappings, got {items!r}")
+        raise SpecError(key, f"expected a non-empty list of mappings, got {items!r}")
     for i, c in enumerate(items):
         _check_training_keys(f"{key}[{i}].", c)
     return [_flat(f"{key}[{i}].", c) for i, c in enumerate(items)]
@@ -382,7 +416,7 @@ def _resources(raw: dict) -> Resources:
     _number("resources.cpu", res.cpu, 0, strict=True)
     _number("resources.gpu", res.gpu, 0)
     if res.gpu > 1 and res.gpu != int(res.gpu):
-        raise SpecError(f"resources.gpu: fractions are allowed below 1 only, got {res.gpu}")
+        raise SpecError("resources.gpu", f"fractions are allowed below 1 only, got {res.gpu}")
     return res
 
 
@@ -390,7 +424,7 @@ def _scheduler(raw: dict) -> dict[str, Any]:
     sched = dict(_mapping(raw, "scheduler", {"type": "fifo"}))
     kind = sched.setdefault("type", "fifo")
     if kind not in SCHEDULERS:
-        raise SpecError(f"scheduler.type: unknown scheduler {kind!r}; valid: {', '.join(SCHEDULERS)}")
+        raise SpecError("scheduler.type", f"unknown scheduler {kind!r}", SCHEDULERS)
     _check_keys("scheduler.", sched, ("type",) + SCHEDULERS[kind])
     for key in SCHEDULERS[kind]:
         if key in sched:
@@ -403,11 +437,11 @@ def _stop(raw: dict) -> StopRule:
     _check_keys("stop.", given, STOP_KEYS)
     rule = StopRule(**given)
     try:
-        checks.boolean("stop.gradient_collapse:", rule.gradient_collapse)
-        checks.integer("stop.patience:", rule.patience, 1)
-        checks.number("stop.attenuation_floor:", rule.attenuation_floor, high=0, high_open=True)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
+        checks.boolean("gradient_collapse", rule.gradient_collapse)
+        checks.integer("patience", rule.patience, 1)
+        checks.number("attenuation_floor", rule.attenuation_floor, high=0, high_open=True)
+    except OptionError as exc:
+        raise SpecError(f"stop.{exc.option}", exc.rule) from None
     return rule
 
 
@@ -418,8 +452,8 @@ def _thresholds(raw: dict) -> Thresholds:
     thresholds = Thresholds(**given)
     try:
         thresholds.validate()
-    except ValueError as exc:  # "vanishing must be ..." -> "thresholds.vanishing: must be ..."
-        raise SpecError("thresholds." + str(exc).replace(" must be", ": must be", 1)) from None
+    except OptionError as exc:
+        raise SpecError(f"thresholds.{exc.option}", exc.rule) from None
     return thresholds
 
 
@@ -429,15 +463,15 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     _check_keys("", raw, TOP_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise SpecError(f"name: must be a non-empty string without '/', got {name!r}")
+        raise SpecError("name", f"must be a non-empty string without '/', got {name!r}")
     metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
-    if metric in ("test_acc", "test_loss"):
-        raise SpecError(f"metric: {metric} is test data, which never chooses a setting or drives a scheduler; "
-                        f"valid: {', '.join(METRICS)}")
-    if metric not in METRICS:
-        raise SpecError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if metric in TEST_METRICS:
+        raise SpecError("metric", f"{metric} is test data, which never chooses a setting or drives a scheduler",
+                        SELECTION_METRICS)
+    if metric not in SELECTION_METRICS:
+        raise SpecError("metric", f"unknown metric {metric!r}", SELECTION_METRICS)
     if mode not in MODES:
-        raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     resources = _resources(raw)
     correction = _choice(raw, "correction", CORRECTIONS)
     base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
@@ -486,7 +520,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
     scheduler = _scheduler(raw)
     if nuisance and scheduler["type"] != "fifo":
-        raise SpecError(f"scheduler.type: {scheduler['type']} would let one arm's trials cut another's short, so "
+        raise SpecError("scheduler.type", f"{scheduler['type']} would let one arm's trials cut another's short, so "
                         "nuisance settings would not be chosen fairly; use fifo with nuisance")
     return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
                      scheduler=scheduler, stop=_stop(raw), max_failures=max_failures,
@@ -504,7 +538,7 @@ def _choice(raw: dict, key: str, valid: tuple[str, ...]) -> str:
     """A top-level key whose value is one of `valid` (default: the first)."""
     value = raw.get(key, valid[0])
     if value not in valid:
-        raise SpecError(f"{key}: must be one of {', '.join(valid)}, got {value!r}")
+        raise SpecError(key, f"must be one of {', '.join(valid)}, got {value!r}")
     return value
 
 
@@ -514,24 +548,24 @@ def _confirm(raw: dict, nuisance: dict, repeats: int | None) -> int:
         return (repeats or 1) if nuisance else 0
     confirm = _number("confirm", raw["confirm"], 1, integer=True)
     if not nuisance:
-        raise SpecError("confirm: a spec without nuisance: has no setting to select, so its `repeats` seeds are "
+        raise SpecError("confirm", "a spec without nuisance: has no setting to select, so its `repeats` seeds are "
                         "the confirmation; use repeats: N (or add nuisance:)")
     return confirm
 
 
 def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:
-    from vgtune.core.packing import parse_size, why_not
+    from vgtune.core.packing import parse_size, why_unpackable
 
     try:
         size = parse_size(raw.get("pack", "off"))
     except ValueError as exc:
-        raise SpecError(f"pack: {exc}") from None
+        raise SpecError("pack", str(exc)) from None
     if size != "off" and scheduler["type"] != "fifo":
-        raise SpecError(f"pack: scheduler {scheduler['type']} pauses and stops trials one by one, which a fused pack "
+        raise SpecError("pack", f"scheduler {scheduler['type']} pauses and stops trials one by one, which a fused pack "
                         "cannot; use scheduler.type fifo (the gradient-collapse stopper works per member) or pack: off")
-    reasons = [why_not(t) for t in trials]
+    reasons = [why_unpackable(t) for t in trials]
     if isinstance(size, int) and all(reasons):
-        raise SpecError(f"pack: {size}: no trial of this spec can be packed ({reasons[0]}); use pack: off")
+        raise SpecError("pack", f"{size}: no trial of this spec can be packed ({reasons[0]}); use pack: off")
     return size
 
 
@@ -555,16 +589,16 @@ def _nuisance(raw: dict, parameters: dict, fixed: dict, variants: list[dict],
     _check_training_keys("nuisance.", given)
     for key in given:
         if key == ARGS:
-            raise SpecError(f"nuisance.{ARGS}: a model's keywords are scientific; sweep them under parameters")
+            raise SpecError(f"nuisance.{ARGS}", "a model's keywords are scientific; sweep them under parameters")
         if key == "seed":
-            raise SpecError("nuisance.seed: seeds are not tuned; ask for several with `repeats: N`")
+            raise SpecError("nuisance.seed", "seeds are not tuned; ask for several with `repeats: N`")
         if key in parameters:
-            raise SpecError(f"nuisance.{key}: also under parameters; a factor is either scientific (parameters, "
+            raise SpecError(f"nuisance.{key}", "also under parameters; a factor is either scientific (parameters, "
                             "compared) or nuisance (tuned per arm), not both")
         for section, items in (("variants", variants), ("configs", explicit)):
             for i, item in enumerate(items):
                 if key in item:
-                    raise SpecError(f"{section}[{i}].{key}: a nuisance option, tuned for every arm; remove it here")
+                    raise SpecError(f"{section}[{i}].{key}", "a nuisance option, tuned for every arm; remove it here")
     axes = {k: _axis(k, v, "nuisance") for k, v in given.items()}
     for key, axis in axes.items():
         for i, value in enumerate(axis if isinstance(axis, list) else axis.get("choice", [])):
@@ -590,7 +624,7 @@ def _repeats(raw: dict, parameters: dict, fixed: dict, variants: list[dict], exp
     for section, items in (("parameters", [parameters]), ("fixed", [fixed]), ("variants", variants),
                            ("configs", explicit)):
         if any("seed" in item for item in items):
-            raise SpecError(f"repeats: seeds come from repeats (0..{repeats - 1}); remove seed from {section}")
+            raise SpecError("repeats", f"seeds come from repeats (0..{repeats - 1}); remove seed from {section}")
     return repeats
 
 
@@ -598,26 +632,26 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> None:
     """A trial must fit on one node of what Ray reports (`ray.cluster_resources()`)."""
     cpus, gpus = available.get("CPU", os.cpu_count() or 1), available.get("GPU", 0)
     if spec.resources.cpu > cpus:
-        raise SpecError(f"resources.cpu: {spec.resources.cpu} per trial, but only {cpus:g} CPUs are available")
+        raise SpecError("resources.cpu", f"{spec.resources.cpu} per trial, but only {cpus:g} CPUs are available")
     if spec.resources.gpu > gpus:
-        raise SpecError(f"resources.gpu: {spec.resources.gpu} per trial, but {gpus:g} GPUs are available")
+        raise SpecError("resources.gpu", f"{spec.resources.gpu} per trial, but {gpus:g} GPUs are available")
 
 
 def check_data(spec: SweepSpec) -> None:
-    """Load every distinct dataset once on the driver, so a missing root fails now."""
+    """Load every distinct dataset once on the driver, so a missing root or a broken loader fails now."""
     from vgtune.core import data as data_mod
     from vgtune.core.train import data_config
 
     seen = set()
-    for t in spec.trials:
-        cfg = data_config(TrainConfig.from_dict(t))
-        key = tuple(vars(cfg).values())
+    for cfg in spec.configs:
+        dcfg = data_config(cfg)
+        key = tuple(vars(dcfg).values())
         if key not in seen:
             seen.add(key)
             try:
-                data_mod.load(cfg)
-            except ValueError as exc:
-                raise SpecError(f"dataset: {exc}") from None
+                data_mod.load(dcfg)
+            except data_mod.DataError as exc:
+                raise SpecError("dataset", str(exc)) from None
 
 
 def check_models(spec: SweepSpec) -> None:
@@ -630,10 +664,9 @@ def check_models(spec: SweepSpec) -> None:
     from vgtune.core.train import data_config, model_config
 
     seen = set()
-    for t in spec.trials:
-        if t["model"] is None and t["arch"] == "cnn":
+    for cfg in spec.configs:
+        if cfg.model is None and cfg.arch == "cnn":
             continue
-        cfg = TrainConfig.from_dict(t)
         data = data_mod.load(data_config(cfg))
         mcfg = model_config(cfg, data.input_shape, data.num_classes)
         key = json.dumps([vars(mcfg), cfg.init, cfg.init_scale], sort_keys=True, default=str)
@@ -643,6 +676,6 @@ def check_models(spec: SweepSpec) -> None:
         torch.manual_seed(cfg.seed)
         try:
             networks.check(mcfg, data.x_train[:8], data.y_train[:8], cfg.init, cfg.init_scale)
-        except ValueError as exc:
-            raise SpecError(str(exc)) from None
+        except OptionError as exc:
+            raise _error("model", exc) from None
 

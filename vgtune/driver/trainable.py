@@ -23,10 +23,10 @@ import torch
 from ray import tune
 
 from vgtune.core import usercode
+from vgtune.core.columns import THEORY
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.fused import train_pack
 from vgtune.core.packing import left
-from vgtune.core.schema import THEORY
 from vgtune.core.train import EpochReport, TrainConfig, train
 from vgtune.driver.stopper import GradientCollapseStopper
 
@@ -71,7 +71,7 @@ def run_trial(config: dict[str, Any]) -> None:
         due = report.final or report.metrics["epoch"] % every == 0
         _checkpointed(epoch_metrics(report) | {"node": node}, report.state() if due else None)
 
-    train(cfg, on_epoch=on_epoch, resume=_load_state(tune.get_checkpoint()), thresholds=thresholds)
+    train(cfg, on_epoch=on_epoch, resume=_load_state(tune.get_checkpoint()), thresholds=thresholds, checked=True)
 
 
 def _checkpointed(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:

@@ -20,16 +20,13 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from vgtune.core.columns import EPOCH_METRICS, THEORY_METRICS
 from vgtune.core.schema import param_text
 from vgtune.tracking import flow_figure
 from vgtune.tracking.store import Unavailable, client_for, experiment_id, git_commit
 
-EPOCH_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "chance_acc", "chance_val_acc", "grad_attenuation",
-              "dead_frac", "saturated_frac", "grad_norm_first", "grad_norm_last", "train_seconds", "eval_seconds",
-              "worst_drop_block", "worst_drop_decades", "decades_per_block")  # the last: the latest probe's profile
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)
-THEORY_METRICS = ("chi1", "depth_scale", "grad_attenuation_predicted")  # logged at step 0
 # What the runs table shows when opened through `view_url` (the experiment's shared view).
 VIEW_KEY = "vgtune"
 VIEW_COLUMNS = (["params.`depth`", "params.`activation`", "params.`init`", "params.`norm`", "params.`residual`",
@@ -54,7 +51,7 @@ def loggable(value: Any) -> bool:
 
 def epoch_metrics(result: dict[str, Any], step: int, now_ms: int) -> list[Metric]:
     """One epoch's scalars and per-block series (`block03/grad_norm`), step = epoch."""
-    metrics = [Metric(k, float(result[k]), now_ms, step) for k in EPOCH_KEYS if loggable(result.get(k))]
+    metrics = [Metric(k, float(result[k]), now_ms, step) for k in EPOCH_METRICS if loggable(result.get(k))]
     for name, values in (result.get("layers") or {}).items():
         metrics += [Metric(f"block{i + 1:02d}/{name}", float(v), now_ms, step)
                     for i, v in enumerate(values) if loggable(v)]

@@ -1,8 +1,10 @@
 """Load a sweep's trials from MLflow into one tidy DataFrame (one row per trial).
 
-The columns are `vgtune.config`'s: every `TrainConfig` field as a typed factor
-column (contract factors first), the result columns, then `sweep`, `end_time`
-and the final per-block series as `block*/...` columns for the plots.
+The columns are `vgtune.core.columns`' and `vgtune.core.schema`'s: every
+`TrainConfig` field as a typed factor column (contract factors first; a run
+logged under a field's former name reads too), the result columns, then
+`sweep`, `end_time` and the final per-block series as `block*/...` columns for
+the plots.
 
 From a SQLite store the runs are read with three SQL queries over MLflow's
 `runs`, `tags`, `params` and `latest_metrics` tables (a 10,000-trial sweep in
@@ -25,13 +27,11 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.core.schema import ARM_COLUMNS, FACTORS, PROFILE, RESULTS, parse_param
+from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS
+from vgtune.core.schema import FACTORS, RENAMED, parse_param
 from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
-RESULT_METRICS = ("test_acc", "val_acc", "train_loss", "grad_attenuation_init", "grad_attenuation_final",
-                  "train_seconds", "epochs_run", "chi1", "depth_scale", "grad_attenuation_predicted", "chance_acc",
-                  "chance_val_acc") + PROFILE
 
 
 class UnknownExperiment(ValueError):
@@ -151,9 +151,16 @@ def _metric(value: float | None) -> float:
     return value
 
 
+def _param(params: dict[str, str], field: str) -> str | None:
+    """A TrainConfig field's param, or the param it was logged under before a rename (`RENAMED`)."""
+    if field in params:
+        return params[field]
+    return next((params[old] for old, new in RENAMED.items() if new == field and old in params), None)
+
+
 def _row(run: _Record) -> dict:
     params, metrics, tags = run.params, run.metrics, run.tags
-    row = {f: parse_param(f, params.get(f)) for f in FACTORS}
+    row = {f: parse_param(f, _param(params, f)) for f in FACTORS}
     row["status"] = tags.get("status", "running")
     row["diagnosis"] = tags.get("diagnosis", "healthy")
     row |= {m: _metric(metrics.get(m)) for m in RESULT_METRICS}
