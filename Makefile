@@ -23,7 +23,7 @@ RAY_PORT     ?= 6379
 DASHBOARD_PORT ?= 8265
 STORAGE      ?= $(CURDIR)/runs
 
-.PHONY: install sweep test ui report probe bench lint mlflow-server cluster-up submit cluster-down clean
+.PHONY: install sweep test test-fast ui report probe bench lint mlflow-server cluster-up submit cluster-down clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ sweep: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(ARGS)
 
 ui: $(STAMP)
 	@echo "vgtune runs table: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"

@@ -1,4 +1,4 @@
-"""Shared by the tests that start real services on 127.0.0.1."""
+"""Shared by the tests: a sweep's options and command under tmp_path, its trial runs, real services on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -61,3 +61,42 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=timeout)
+
+
+def sqlite_uri(folder: Path) -> str:
+    """The MLflow SQLite store a test keeps in `folder`."""
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def sweep_args(tmp_path: Path, uri: str | None = None) -> list[str]:
+    """`vgtune sweep` options that keep the store (default: `sqlite_uri(tmp_path)`), the Tune results and the
+    reports under tmp_path, and print nothing."""
+    return ["--tracking-uri", uri or sqlite_uri(tmp_path), "--storage", str(tmp_path / "runs"), "--out",
+            str(tmp_path / "reports"), "-v", "0"]
+
+
+def sweep_command(tmp_path: Path, spec: Path, *extra: str, uri: str | None = None) -> list[str]:
+    """`vgtune sweep SPEC` as a child process, with `sweep_args`."""
+    return [sys.executable, "-m", "vgtune.cli", "sweep", str(spec), *sweep_args(tmp_path, uri), *extra]
+
+
+def sweep_options(tmp_path: Path, **kw):
+    """`run_sweep`'s options with `sweep_args`' folders and store."""
+    from vgtune.driver.runner import SweepOptions
+
+    return SweepOptions(tracking_uri=sqlite_uri(tmp_path), storage=str(tmp_path / "runs"),
+                        out=str(tmp_path / "reports"), verbose=0, **kw)
+
+
+def trial_runs(uri: str, experiment: str):
+    """An MLflow client of `uri` and the trial runs of `experiment` (none while it does not exist yet)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'"))
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """History rows without their wall-clock columns (`*_seconds`), to compare two runs value for value."""
+    return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]

@@ -30,8 +30,8 @@ def test_report_needs_an_experiment(tmp_path, capsys):
     assert "name an EXPERIMENT or pass --last" in capsys.readouterr().err
 
 
-def test_report_last_with_no_sweep_says_so(tmp_path, capsys):
-    assert cli.main(["report", "--last", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+def test_report_last_with_no_sweep_says_so(mlflow_uri, capsys):
+    assert cli.main(["report", "--last", "--tracking-uri", mlflow_uri]) == 2
     assert "no vgtune sweep in" in capsys.readouterr().err
 
 
@@ -46,14 +46,13 @@ def test_probe_applies_the_specs_saturation_threshold(tmp_path, capsys):
     assert fractions[0.05] == 0.0 and fractions[0.999] > 0.01
 
 
-def test_a_closed_pipe_ends_quietly(tmp_path):
+def test_a_closed_pipe_ends_quietly(tmp_path, python):
     import subprocess
-    import sys
 
     spec = tmp_path / "many.yaml"
     spec.write_text("name: many\nparameters: {depth: [2, 3, 4, 5, 6, 7, 8]}\nfixed: {width: 4}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "vgtune.cli", "sweep", str(spec), "--dry-run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = python.popen("-m", "vgtune.cli", "sweep", spec, "--dry-run", stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before the first line is written (`| head -0`)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == "", err

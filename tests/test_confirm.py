@@ -4,17 +4,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import sweep_options
 from vgtune.analysis import fairness, report
 from vgtune.driver import spec as spec_mod
-from vgtune.driver.runner import SweepOptions, run_sweep
+from vgtune.driver.runner import run_sweep
 from vgtune.tracking.reader import load_trials
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-def _options(tmp_path, **kw):
-    return SweepOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", storage=str(tmp_path / "runs"),
-                        out=str(tmp_path / "reports"), verbose=0, **kw)
 
 
 def test_stage_two_retrains_each_arm_at_its_choice_on_fresh_seeds_at_the_full_budget(tmp_path):
@@ -23,7 +19,7 @@ def test_stage_two_retrains_each_arm_at_its_choice_on_fresh_seeds_at_the_full_bu
                            "confirm": 2, "split": "per_seed", "pack": "auto",
                            "fixed": {"width": 4, "epochs": 3},
                            "stop": {"gradient_collapse": True, "attenuation_floor": -3, "patience": 1}})
-    outcome = run_sweep(spec, _options(tmp_path))
+    outcome = run_sweep(spec, sweep_options(tmp_path))
     assert len(outcome.trials) == 8 + 4 and outcome.unfinished == 0 and outcome.finished == 12
     df = load_trials(outcome.tracking_uri, "twostage")
     first, second = df[df["stage"] == "select"], df[df["stage"] == "confirm"]
@@ -47,11 +43,11 @@ def test_stage_two_retrains_each_arm_at_its_choice_on_fresh_seeds_at_the_full_bu
     assert (res["effects"]["n"] == 2).all() and set(res["evidence"]["seed"]) == {2, 3}
     trials_csv = pd.read_csv(tmp_path / "rep" / "trials.csv")
     assert set(trials_csv["stage"]) == {"select", "confirm"}
-    assert {"p_adjusted", "mde", "ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "rep" / "ranking.csv").columns)
+    assert {"p_adjusted", "mde", "ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "rep" / "mitigations.csv").columns)
 
 
 def _verdicts(tmp_path, raw: dict) -> pd.DataFrame:
-    outcome = run_sweep(spec_mod.parse(raw), _options(tmp_path))
+    outcome = run_sweep(spec_mod.parse(raw), sweep_options(tmp_path))
     df = load_trials(outcome.tracking_uri, raw["name"])
     _, res = report.write(df, raw["name"], tmp_path / "rep", selection=report.Selection(nuisance=("lr",)))
     return res["effects"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import free_port, start_mlflow_server, stop
+from tests.helpers import free_port, start_mlflow_server, stop, sweep_command, trial_runs
 
 SPEC = """
 name: {name}
@@ -35,14 +35,7 @@ def _write(tmp_path, name, epochs=6):
 
 
 def _cmd(tmp_path, spec, uri, *extra):
-    return [sys.executable, "-m", "vgtune.cli", "sweep", str(spec), "--tracking-uri", uri,
-            "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"), "-v", "0", *extra]
-
-
-def _runs(uri, name):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    return client, ([] if exp is None else client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'"))
+    return sweep_command(tmp_path, spec, *extra, uri=uri)
 
 
 def _wait_for(predicate, timeout=180, every=0.3):
@@ -75,7 +68,7 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
                             stderr=subprocess.STDOUT)
 
     def mid_training():
-        _, runs = _runs(uri, "crash")
+        _, runs = trial_runs(uri, "crash")
         return any(r.info.status == "RUNNING" and 2 <= int(r.data.tags.get("vgtune.epoch", 0)) <= 5 for r in runs)
 
     assert _wait_for(mid_training), "no trial reached mid-training"
@@ -85,7 +78,7 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path):
         os.kill(pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out[-3000:]
-    client, runs = _runs(uri, "crash")
+    client, runs = trial_runs(uri, "crash")
     assert len(runs) == 4 and all(r.data.tags["status"] == "completed" for r in runs)
     assert sum(int(r.data.tags.get("vgtune.failures", 0)) for r in runs) >= 1
     _complete_histories(client, runs, 8)  # no gaps, no duplicated steps
@@ -96,18 +89,18 @@ def test_sigterm_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path):
     spec = _write(tmp_path, "term", epochs=4)
     proc = subprocess.Popen(_cmd(tmp_path, spec, uri, "--num-cpus", "1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    assert _wait_for(lambda: sum(r.info.status == "FINISHED" for r in _runs(uri, "term")[1]) >= 1)
+    assert _wait_for(lambda: sum(r.info.status == "FINISHED" for r in trial_runs(uri, "term")[1]) >= 1)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 143, out[-3000:]
     assert "interrupted" in out and "--resume" in out
-    _, before = _runs(uri, "term")
+    _, before = trial_runs(uri, "term")
     finished = {r.data.tags["vgtune.trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
     assert 1 <= len(finished) < 4
     resumed = subprocess.run(_cmd(tmp_path, spec, uri, "--num-cpus", "1", "--resume"), capture_output=True,
                              text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    client, runs = _runs(uri, "term")
+    client, runs = trial_runs(uri, "term")
     assert len(runs) == 4 and len({r.data.tags["vgtune.trial_id"] for r in runs}) == 4
     assert all(finished[t] == r.info.run_id for r in runs if (t := r.data.tags["vgtune.trial_id"]) in finished)
     _complete_histories(client, runs, 4)
@@ -122,9 +115,9 @@ def test_sigterm_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path):
     a = pd.read_csv(tmp_path / "reports" / "term" / "trials.csv")[cols]
     b = pd.read_csv(other / "reports" / "term" / "trials.csv")[cols]
     pd.testing.assert_frame_equal(a, b)
-    ranking_a = pd.read_csv(tmp_path / "reports" / "term" / "ranking.csv")
-    ranking_b = pd.read_csv(other / "reports" / "term" / "ranking.csv")
-    pd.testing.assert_frame_equal(ranking_a, ranking_b)
+    for name in ("mitigations.csv", "ranking.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reports" / "term" / name),
+                                      pd.read_csv(other / "reports" / "term" / name))
 
 
 def test_mlflow_server_restarted_mid_sweep_loses_nothing(tmp_path):
@@ -134,13 +127,13 @@ def test_mlflow_server_restarted_mid_sweep_loses_nothing(tmp_path):
     spec = _write(tmp_path, "restart", epochs=6)
     proc = subprocess.Popen(_cmd(tmp_path, spec, uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert _wait_for(lambda: len(_runs(uri, "restart")[1]) >= 1)
+        assert _wait_for(lambda: len(trial_runs(uri, "restart")[1]) >= 1)
         stop(server)
         time.sleep(4)
         server = start_mlflow_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
         out, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, out[-3000:]
-        client, runs = _runs(uri, "restart")
+        client, runs = trial_runs(uri, "restart")
         assert len(runs) == 4 and all(r.data.tags["status"] == "completed" for r in runs)
         _complete_histories(client, runs, 6)
         for r in runs:
@@ -171,7 +164,7 @@ def test_two_sweeps_and_a_report_share_one_sqlite_store(tmp_path):
     assert not any("database is locked" in o for o in outs)
     assert reads >= 1
     for name in ("one", "two"):
-        client, runs = _runs(uri, name)
+        client, runs = trial_runs(uri, name)
         assert len(runs) == 4 and all(r.data.tags["status"] == "completed" for r in runs)
         _complete_histories(client, runs, 3)
 

@@ -44,11 +44,41 @@ def test_every_activation_and_norm_builds_and_runs(act, norm):
     assert model(torch.randn(4, 1, 8, 8)).shape == (4, 10)
 
 
+TANH_GAIN2 = (5 / 3) ** 2  # torch.nn.init.calculate_gain("tanh") squared
+# sigma_w^2 = fan_in * E[W^2] of a width-8 block conv after block 0 (fan_in = fan_out = 8 * 3 * 3) under each init,
+# for tanh: PyTorch's default (kaiming_uniform, a = sqrt(5)) gives 1/3; N(0, 0.01^2) gives 72e-4; every scheme
+# with a gain gives the gain squared (exactly, for the orthogonal ones: their rows are orthonormal times it).
+SIGMA_W2 = {"default": 1 / 3, "normal": 72 * 0.01 ** 2, "xavier_uniform": TANH_GAIN2, "xavier_normal": TANH_GAIN2,
+            "kaiming_uniform": TANH_GAIN2, "kaiming_normal": TANH_GAIN2, "orthogonal": TANH_GAIN2,
+            "delta_orthogonal": TANH_GAIN2}
+EXACT = ("orthogonal", "delta_orthogonal")
+
+
+def test_every_init_has_its_expected_variance_below():
+    assert set(SIGMA_W2) | {"lsuv"} == set(INITS)
+
+
 @pytest.mark.parametrize("name", list(INITS))
-def test_every_init_gives_finite_weights(name):
+def test_every_init_gives_its_weight_variance(name):
+    torch.manual_seed(0)
     model = build_model(ModelConfig(depth=3, width=8, activation="tanh"))
-    init_weights(model, name, sample=torch.randn(32, 1, 8, 8))
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    x = torch.randn(32, 1, 8, 8)
+    init_weights(model, name, sample=x)
+    convs = [block.conv for block in model.blocks[1:]]
+    if name != "default":
+        assert all(conv.bias.abs().sum() == 0 for conv in convs)
+    if name == "lsuv":  # scaled until each conv's output has unit std on the sample (tolerance 5%)
+        outs = []
+        hooks = [conv.register_forward_hook(lambda m, i, o: outs.append(o.std().item())) for conv in convs]
+        model(x)
+        for hook in hooks:
+            hook.remove()
+        assert outs == pytest.approx([1.0, 1.0], abs=0.05)
+        return
+    for conv in convs:
+        w = conv.weight.double()
+        sigma_w2 = w[0].numel() * (w ** 2).mean().item()
+        assert sigma_w2 == pytest.approx(SIGMA_W2[name], rel=1e-6 if name in EXACT else 0.2)
 
 
 def test_delta_orthogonal_is_orthogonal_at_centre():

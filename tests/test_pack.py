@@ -6,6 +6,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import untimed
 from vgtune.core import packing
 from vgtune.core.train import TrainConfig, train, train_pack
 from vgtune.driver import spec as spec_mod
@@ -16,11 +17,6 @@ MEMBERS = [dict(seed=0, lr=0.05, init="default"), dict(seed=1, lr=0.02, init="xa
            dict(seed=2, lr=0.1, init="lsuv", init_scale=1.5)]
 SHAPES = [dict(activation="tanh"), dict(activation="relu", norm="batch"),
           dict(activation="tanh", norm="group", residual="rezero"), dict(activation="relu", norm="layer", pool="max")]
-TIMES = ("train_seconds", "eval_seconds", "setup_seconds")
-
-
-def _untimed(rows):
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(s.values()))
@@ -44,7 +40,7 @@ def test_a_diverging_member_leaves_the_others_bit_identical_to_a_pack_without_it
     assert with_it[2].status == "diverged" and with_it[2].summary["epochs_run"] == 1
     for a, b in zip(with_it, without):
         assert a.status == b.status == "completed"
-        assert _untimed(a.history) == _untimed(b.history)  # == on floats: bit for bit
+        assert untimed(a.history) == untimed(b.history)  # == on floats: bit for bit
         assert a.layers == b.layers
 
 
@@ -71,7 +67,7 @@ def test_a_pack_resumes_from_its_members_checkpoints():
     whole = train_pack(cfgs, on_epoch=keep)
     resumed = train_pack(cfgs, resume=[saved[0], saved[1]])
     for a, b in zip(whole, resumed):
-        assert _untimed(a.history) == _untimed(b.history)
+        assert untimed(a.history) == untimed(b.history)
 
 
 def _roundtrip(state):

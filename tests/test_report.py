@@ -1,9 +1,12 @@
 """The report on a real MLflow SQLite store filled with runs of known values."""
 
+import shutil
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from vgtune import api
 from vgtune.analysis import report
 from vgtune.analysis.effects import effects
 from vgtune.core.columns import CONTRACT_FACTORS, RESULTS
@@ -94,7 +97,7 @@ def test_degradation_is_told_apart_from_vanishing(store):
 def test_report_files_exist_and_html_embeds_plots(store):
     uri, tmp = store
     folder = report.build("known", uri, tmp / "out")
-    for name in ("trials.csv", "ranking.csv", "report.md", "report.html", *report.PLOTS):
+    for name in ("trials.csv", "ranking.csv", "mitigations.csv", "report.md", "report.html", *report.PLOTS):
         assert (folder / name).stat().st_size > 0, name
     html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(report.PLOTS)
@@ -104,6 +107,35 @@ def test_report_files_exist_and_html_embeds_plots(store):
     parent = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("known").experiment_id],
                                            "tags.`vgtune.role` = 'sweep'")[0]
     assert "report" in [a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)]
+
+
+def test_a_report_folder_reads_back_also_from_before_the_two_files_swapped_names(store, tmp_path):
+    uri, _ = store
+    folder = report.build("known", uri, tmp_path / "new", log_artifacts=False)
+    new = report.read_tables(folder)
+    assert "depth" in new["effects"] and "depth" not in new["ranking"] and "delta_acc_d16" in new["ranking"]
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)  # as written before: ranking.csv held the effects, mitigations.csv the ranking
+    (old / "ranking.csv").rename(old / "effects.tmp")
+    (old / "mitigations.csv").rename(old / "ranking.csv")
+    (old / "effects.tmp").rename(old / "mitigations.csv")
+    back = api.SweepResult.load(old)
+    pd.testing.assert_frame_equal(back.verdicts, new["effects"])
+    pd.testing.assert_frame_equal(back.ranking, new["ranking"])
+    pd.testing.assert_frame_equal(back.trials, new["trials"])
+
+
+def test_the_api_reports_the_latest_an_experiment_or_one_sweep(store, tmp_path):
+    uri, _ = store
+    latest = api.report(tracking_uri=uri, out=tmp_path)
+    assert latest.experiment == "known" and latest.report_dir == tmp_path / "known" and len(latest.trials) == 19
+    assert (latest.report_dir / "mitigations.csv").is_file()
+    pd.testing.assert_frame_equal(latest.verdicts, latest.tables["effects"])
+    assert len(api.report("known", tracking_uri=uri, out=tmp_path).trials) == 19
+    older = api.report("known-0", tracking_uri=uri, out=tmp_path)  # one sweep's id: its runs only
+    assert older.experiment == "known" and older.trials["test_acc"].tolist() == [0.5]
+    with pytest.raises(reader.UnknownExperiment, match="no experiment or sweep 'nope'.*experiments: known"):
+        api.report("nope", tracking_uri=uri, out=tmp_path)
 
 
 def test_unknown_experiment_lists_existing(store):

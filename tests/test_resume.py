@@ -14,6 +14,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import sweep_command, trial_runs
+
 SPEC = """
 name: resumable
 parameters:
@@ -27,11 +29,7 @@ pack: PACK
 
 
 def _trial_runs(uri):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("resumable")
-    if exp is None:
-        return client, []
-    return client, client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
+    return trial_runs(uri, "resumable")
 
 
 def _busy_percent(out):
@@ -41,9 +39,7 @@ def _busy_percent(out):
 
 
 def _sweep(tmp_path, *extra):
-    return [sys.executable, "-m", "vgtune.cli", "sweep", str(tmp_path / "spec.yaml"), "--num-cpus", "1",
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage", str(tmp_path / "runs"),
-            "--out", str(tmp_path / "reports"), "--no-report", "-v", "0", *extra]
+    return sweep_command(tmp_path, tmp_path / "spec.yaml", "--num-cpus", "1", "--no-report", *extra)
 
 
 @pytest.mark.parametrize("pack", ["off", "2"])  # 2: four packs of two, each resumed from its members' checkpoints

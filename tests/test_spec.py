@@ -1,6 +1,5 @@
 """Spec parsing and validation: no Ray, no MLflow."""
 
-import subprocess
 import sys
 import textwrap
 
@@ -148,24 +147,22 @@ def test_missing_data_root_fails_before_anything_runs(tmp_path):
 
 
 @pytest.mark.parametrize("text", [BAD[1][0], BAD[5][0], "name: t\nresources: {cpu: 64}\n"])
-def test_cli_error_is_one_line_and_creates_nothing(tmp_path, text):
+def test_cli_error_is_one_line_and_creates_nothing(tmp_path, python, text):
     path = write(tmp_path, text)
     db = tmp_path / "mlflow.db"
-    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(path), "--tracking-uri",
-                           f"sqlite:///{db}", "--storage", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = python.run("-m", "vgtune.cli", "sweep", path, "--tracking-uri", f"sqlite:///{db}", "--storage",
+                      tmp_path / "runs", timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vgtune: error: ") and "Traceback" not in proc.stderr
     assert not db.exists() and not (tmp_path / "runs").exists()
 
 
-def test_dry_run_prints_count(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run"],
-                          capture_output=True, text=True, timeout=120)
+def test_dry_run_prints_count(tmp_path, python):
+    proc = python.run("-m", "vgtune.cli", "sweep", write(tmp_path, GOOD), "--dry-run", timeout=120)
     assert proc.returncode == 0 and "t: 9 trials" in proc.stdout and "pack" not in proc.stdout
-    packed = subprocess.run([sys.executable, "-m", "vgtune.cli", "sweep", str(write(tmp_path, GOOD)), "--dry-run",
-                             "--set", "pack=2"], capture_output=True, text=True, timeout=120)
+    packed = python.run("-m", "vgtune.cli", "sweep", write(tmp_path, GOOD), "--dry-run", "--set", "pack=2",
+                        timeout=120)
     # 2 depths x 2 activations, each with 2 sampled lrs, pack in twos; the batch-norm config trains alone
     assert "pack: 2: 8 trials in 4 packs of 2-2, 1 alone" in packed.stdout, packed.stdout + packed.stderr
 
@@ -187,7 +184,7 @@ def test_nuisance_and_repeats_expand_every_arm_over_settings_and_seeds():
     arms = {}
     for t, m in zip(spec.trials, spec.meta):
         arms.setdefault(m["arm"], set()).add((m["nuisance"], t["seed"]))
-        assert m["nuisance"] == f"lr={t['lr']}" and m["variant"] in ("", "norm=batch")
+        assert m["nuisance"] == f"lr={t['lr']}" and m["variant"] == ("norm=batch" if t["norm"] == "batch" else "")
     assert len(arms) == 4 and all(v == {(f"lr={lr}", s) for lr in (0.01, 0.1) for s in range(3)}
                                   for v in arms.values())
 

@@ -85,7 +85,7 @@ def test_importing_vgtune_installs_no_global_hooks():
     code = ("import sqlalchemy.event as e, sqlalchemy.engine as en, matplotlib, mlflow\n"
             "before = matplotlib.get_backend.__module__, mlflow.get_tracking_uri()\n"
             "import vgtune.driver.mlflow_callback, vgtune.analysis.report, vgtune.tracking.reader\n"
-            "import vgtune.analysis.plots, vgtune.tracking.store, vgtune.cli\n"
+            "import vgtune.analysis.plots, vgtune.tracking.store, vgtune.api, vgtune.cli\n"
             "import vgtune.tracking.store as s\n"
             "assert not e.contains(en.Engine, 'connect', s._sqlite_pragmas)\n"
             "import sys; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from tests.helpers import untimed
 from vgtune.core.train import TrainConfig, probe, train
 
 
@@ -30,14 +31,10 @@ def test_deep_plain_sigmoid_stays_near_chance():
     assert r.summary["grad_attenuation_init"] < -5 and r.summary["grad_attenuation_final"] < -5
 
 
-def _untimed(history):
-    return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in history]
-
-
 def test_same_seed_same_metrics():
     cfg = TrainConfig(depth=3, width=8, epochs=2, dropout=0.1, seed=7)
     a, b = train(cfg), train(cfg)
-    assert _untimed(a.history) == _untimed(b.history) and json.dumps(a.layers) == json.dumps(b.layers)  # NaN-safe
+    assert untimed(a.history) == untimed(b.history) and json.dumps(a.layers) == json.dumps(b.layers)  # NaN-safe
 
 
 def test_different_seed_different_metrics():

@@ -6,9 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO
+from tests.helpers import REPO, sqlite_uri, sweep_args, trial_runs
 from vgtune import cli
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -50,14 +49,7 @@ fixed: {depth: 3, width: 4, epochs: 2, batch_size: 30, init: kaiming_normal, lr:
 
 
 def _run(args, tmp_path):
-    return cli.main(["sweep", *args, "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"),
-                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "-v", "0"])
-
-
-def _trial_runs(tmp_path, experiment):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([exp.experiment_id], "tags.`vgtune.role` = 'trial'")
+    return cli.main(["sweep", *args, *sweep_args(tmp_path)])
 
 
 def test_the_example_sweeps_its_own_network_and_data(tmp_path, monkeypatch):
@@ -66,7 +58,7 @@ def test_the_example_sweeps_its_own_network_and_data(tmp_path, monkeypatch):
     code = _run([str(REPO / "examples" / "mynet.yaml"), "--set", "parameters.depth=[2,4]",
                  "--set", "parameters.activation=[relu]", "--set", "fixed.epochs=1", "--set", "repeats=1"], tmp_path)
     assert code == 0
-    client, runs = _trial_runs(tmp_path, "mynet")
+    client, runs = trial_runs(sqlite_uri(tmp_path), "mynet")
     assert len(runs) == 6  # 2 depths x 3 variants
     for run in runs:
         depth = int(run.data.params["depth"])
@@ -80,15 +72,15 @@ def test_the_example_sweeps_its_own_network_and_data(tmp_path, monkeypatch):
     assert len(trials) == 6 and set(trials["model"]) == {"mynet:build"}
     assert trials["grad_attenuation_init"].notna().all() and trials["test_acc"].max() > 0.6  # 4 classes: it learns
     assert trials["theory"].str.startswith("n/a").all()
-    ranking = pd.read_csv(tmp_path / "reports" / "mynet" / "ranking.csv")
-    assert {"norm=batch", "residual=standard"} <= set(ranking["mitigation"])
+    compared = pd.read_csv(tmp_path / "reports" / "mynet" / "mitigations.csv")
+    assert {"norm=batch", "residual=standard"} <= set(compared["mitigation"])
 
 
 def test_probe_paths_model_args_and_a_tensor_loader(tmp_path):
     (tmp_path / "seqnet.py").write_text(textwrap.dedent(SEQNET))
     (tmp_path / "seqnet.yaml").write_text(textwrap.dedent(SEQ_SPEC))
     assert _run([str(tmp_path / "seqnet.yaml")], tmp_path) == 0
-    client, runs = _trial_runs(tmp_path, "seqnet")
+    client, runs = trial_runs(sqlite_uri(tmp_path), "seqnet")
     assert sorted(json.loads(r.data.params["model_args"])["hidden"] for r in runs) == [8, 16]
     for run in runs:
         assert run.data.params["probe"] == '["1", "3", "5"]'

@@ -1,6 +1,5 @@
 """Honest verdicts without Ray: the fresh-seed rule, per-seed splits, chance scores, what the report rests on."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -154,7 +153,8 @@ def test_a_sweep_without_confirmation_says_its_test_scores_are_biased():
     res = report.analyse(old, report.Selection(nuisance=("lr",)))
     lines = report._evidence_lines(res["trials"], res, report.Selection(nuisance=("lr",)))
     assert any("No fresh-seed confirmation" in line for line in lines)
-    assert not math.isnan(res["effects"]["delta_test_acc"].iloc[0])
+    # The effects rest on the seeds that chose the settings: +0.49 at both depths (fresh seeds find about +0.2).
+    assert res["effects"]["delta_test_acc"].tolist() == pytest.approx([0.49, 0.49])
 
 
 def test_a_diverged_pack_member_scores_chance_while_the_others_train_on():

@@ -1,0 +1,25 @@
+"""vgtune: sweeps that show why deep CNNs stop training (Ray Tune + MLflow + PyTorch).
+
+    import vgtune
+    result = vgtune.sweep("sweeps/default.yaml", epochs=2)
+    result.trials, result.verdicts, result.report_dir
+    vgtune.report()                                # the latest sweep again, from MLflow
+    vgtune.probe(depth=24, activation="sigmoid")   # gradient flow at initialization, no training
+
+The functions live in `vgtune.api`, imported on first use: `import vgtune` (and
+`vgtune.driver.spec`) loads neither torch nor Ray.
+"""
+
+__all__ = ["sweep", "report", "probe", "SweepResult"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from vgtune import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vgtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,4 @@
-"""`vgtune sweep | probe | report`: the command line.
+"""`vgtune sweep | probe | report`: the command line, a thin shell over `vgtune.api`.
 
 Bad input ends with one line `vgtune: error: ...` and exit status 2, before Ray
 starts and before any MLflow run is created.
@@ -12,10 +12,10 @@ import shlex
 import signal
 import sys
 import time
-from pathlib import Path
 
+from vgtune import api
 from vgtune.driver.spec import SpecError
-from vgtune.tracking.reader import UnknownExperiment, last_experiment
+from vgtune.tracking.reader import UnknownExperiment
 from vgtune.tracking.store import TrackingError
 
 
@@ -117,24 +117,18 @@ def _browse_hint(uri: str, experiment_id: str | None) -> str:
 
 def cmd_sweep(args) -> int:
     started = time.perf_counter()  # the whole command, as a user times it: Ray start, trials, report
-    from vgtune.driver import spec as spec_mod
-
-    spec = spec_mod.load(args.spec, args.overrides)
     if args.dry_run:
-        return _dry_run(spec)
-    from vgtune.driver.runner import SweepOptions, run_sweep
-
-    options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
-                           out=args.out, resume=args.resume, num_cpus=args.num_cpus, verbose=args.verbose)
-    outcome = run_sweep(spec, options)
-    if outcome.unfinished:
-        print(f"\nsweep {outcome.sweep_id}: interrupted after {outcome.wall_seconds:.0f}s; "
-              f"{outcome.finished} of {spec.total_trials} trials finished, {spec.total_trials - outcome.finished} "
-              "did not.",
+        return _dry_run(api.load_spec(args.spec, args.overrides))
+    try:
+        outcome = api.run_trials(args.spec, args.overrides, tracking_uri=args.tracking_uri, storage=args.storage,
+                                 out=args.out, num_cpus=args.num_cpus, address=args.address, resume=args.resume,
+                                 verbose=args.verbose)
+    except api.SweepInterrupted as stopped:
+        print(f"\n{stopped}", file=sys.stderr)
+        print(f"MLflow runs:   {stopped.outcome.tracking_uri} (experiment {stopped.outcome.experiment!r})",
               file=sys.stderr)
-        print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})", file=sys.stderr)
         print(f"Continue with: {resume_command(args)}", file=sys.stderr)
-        return 128 + (outcome.signal or signal.SIGINT)
+        return 128 + (stopped.outcome.signal or signal.SIGINT)
     packed = f" (packed into {outcome.tune_trials} Ray trials)" if outcome.tune_trials < len(outcome.trials) else ""
     print(f"\nsweep {outcome.sweep_id}: {len(outcome.trials)} trials{packed} in {outcome.wall_seconds:.0f}s, "
           f"{outcome.concurrency} at a time, {outcome.busy_share():.0%} of it training and evaluating")
@@ -142,10 +136,9 @@ def cmd_sweep(args) -> int:
     print(f"MLflow runs:   {outcome.tracking_uri} (experiment {outcome.experiment!r})")
     print(f"Browse:        {_browse_hint(outcome.tracking_uri, outcome.experiment_id)}")
     if not args.no_report:
-        from vgtune.analysis import report
-
-        folder = report.build(outcome.experiment, outcome.tracking_uri, Path(args.out), show=True)
-        print(f"Report:        {folder / 'report.html'}")
+        result = api.report(experiment=outcome.experiment, tracking_uri=outcome.tracking_uri, out=args.out)
+        print(result.summary())
+        print(f"Report:        {result.report_dir / 'report.html'}")
     whole = time.perf_counter() - started
     print(f"Whole command: {whole:.0f}s (Ray start, trials, report); the {outcome.concurrency} trial slots spent "
           f"{outcome.busy_share(whole):.0%} of it training and evaluating")
@@ -155,58 +148,22 @@ def cmd_sweep(args) -> int:
 def cmd_probe(args) -> int:
     import pandas as pd
 
-    from vgtune.core.train import TrainConfig, probe
-    from vgtune.driver import spec as spec_mod
-
-    spec = spec_mod.load(args.spec, args.overrides)
-    spec_mod.check_data(spec)
-    spec_mod.check_models(spec)
-    t0, rows = time.perf_counter(), []
-    for t in spec.trials:
-        summary = probe(TrainConfig.from_dict(t | {"device": "auto"}), spec.thresholds)["summary"]
-        rows.append({k: t[k] for k in spec.factors or ["depth"]} | {"activation": t["activation"]} | summary)
-    df = pd.DataFrame(rows).sort_values("grad_attenuation")
-    out = Path(args.out) / spec.name
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "probe.csv", index=False)
+    result = api.probe_spec(args.spec, args.overrides, out=args.out)
     with pd.option_context("display.max_rows", 60, "display.width", 160, "display.precision", 3):
-        print(df.to_string(index=False, max_rows=60))
-    print(f"\n{len(rows)} configurations probed at initialization in {time.perf_counter() - t0:.1f}s "
-          f"-> {out / 'probe.csv'}")
-    for path, critical in _phase_diagrams(df, out):
+        print(result.table.to_string(index=False, max_rows=60))
+    print(f"\n{len(result.table)} configurations probed at initialization in {result.seconds:.1f}s "
+          f"-> {result.path}")
+    for path, critical in result.phase_diagrams:
         print(f"phase diagram: {path} (theory: chi_1 = 1 at init_scale {critical:.3g})")
     return 0
 
 
-def _phase_diagrams(df, out: Path) -> list[tuple[Path, float]]:
-    """Measured attenuation over init_scale x depth with the chi_1 = 1 line, one figure per activation."""
-    from vgtune.analysis import phase
-
-    if not phase.has_phase_axes(df):
-        return []
-    made = []
-    groups = df.groupby("activation") if "activation" in df.columns else [("", df)]
-    for act, g in groups:
-        if not phase.has_phase_axes(g):
-            continue
-        label = f"{act} measured log10 ||dL/dh_1|| / ||dL/dh_L|| at init".strip()
-        path = out / (f"phase_{act}.png" if act else "phase.png")
-        phase.phase_figure(g, "grad_attenuation", label, trainable=False, cmap="coolwarm_r", vmin=-8,
-                           vmax=8).savefig(path)
-        made.append((path, phase.critical_scale(g)))
-    return made
-
-
 def cmd_report(args) -> int:
-    from vgtune.analysis import report
-    from vgtune.tracking.store import resolve_uri
-
-    uri = resolve_uri(args.tracking_uri)
     if not args.experiment and not args.last:
         raise SpecError("report: name an EXPERIMENT or pass --last")
-    name = args.experiment or last_experiment(uri)
-    folder = report.build(name, uri, Path(args.out), show=True, sweep=args.sweep)
-    print(f"Report: {folder / 'report.html'}")
+    result = api.report(args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    print(result.summary())
+    print(f"Report: {result.report_dir / 'report.html'}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """Build `reports/<experiment>/` from a sweep's MLflow runs.
 
-Files: trials.csv, ranking.csv (effect per mitigation and depth, with rank),
-mitigations.csv (one row per mitigation), main_effects.csv, best_per_depth.csv,
-depth_trends.csv, report.md, a self-contained report.html (plots embedded) and
-the PNG plots. The folder is also logged under `report/` on the newest parent
-run of the experiment.
+Files: trials.csv, ranking.csv (at the deepest depth, one row per mitigation and
+cell, best first), mitigations.csv (the effect of every mitigation at every depth
+and cell: one row per comparison, with its interval and verdict), main_effects.csv,
+best_per_depth.csv, depth_trends.csv, report.md, a self-contained report.html
+(plots embedded) and the PNG plots. The folder is also logged under `report/` on
+the newest parent run of the experiment. `read_tables` reads a folder back, also
+one written before ranking.csv and mitigations.csv swapped names.
 """
 
 from __future__ import annotations
@@ -329,7 +331,7 @@ def stages(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(stage=stage.where(stage != "", "select" if fairness.tuned(df) else "confirm"))
 
 
-FILES = {"edges.csv": "edges", "ranking.csv": "effects", "mitigations.csv": "ranking", "remedies.csv": "remedies",
+FILES = {"edges.csv": "edges", "ranking.csv": "ranking", "mitigations.csv": "effects", "remedies.csv": "remedies",
          "fixed_vs_tuned.csv": "fixed_vs_tuned", "main_effects.csv": "main_effects",
          "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends",
          "theory_critical.csv": "theory_critical", "theory_departures.csv": "theory_departures"}
@@ -368,24 +370,56 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
     return findings, res
 
 
-def build(experiment: str, uri: str, out_root: Path, show: bool = False, sweep: str | None = None,
-          log_artifacts: bool = True) -> Path:
-    """Write the report folder for `experiment` from MLflow and return it."""
+@dataclass
+class Report:
+    """A written report: its folder, its summary lines and its tables by key (`trials`: as trials.csv; the others
+    as in `FILES`, and the analysis' own `evidence`: the trials the effects rest on)."""
+
+    folder: Path
+    findings: list[str]
+    tables: dict[str, pd.DataFrame]
+
+    def summary(self) -> str:
+        return summary(self.findings, self.tables)
+
+
+def make(experiment: str, uri: str, out_root: Path, sweep: str | None = None, log_artifacts: bool = True) -> Report:
+    """Write the report folder for `experiment` (only sweep folder `sweep`'s runs, if given) from MLflow."""
     df = load_trials(uri, experiment, sweep)
     client, run = _sweep_run(uri, experiment)
     folder = out_root / experiment
     findings, res = write(df, experiment, folder, thresholds_of(run), Selection.of(run))
     if log_artifacts and run is not None:
         client.log_artifacts(run.info.run_id, str(folder), "report")
+    return Report(folder, findings, res | {"trials": trials_table(res["trials"])})
+
+
+def build(experiment: str, uri: str, out_root: Path, show: bool = False, sweep: str | None = None,
+          log_artifacts: bool = True) -> Path:
+    """Write the report folder for `experiment` from MLflow and return it; `show` prints its summary."""
+    made = make(experiment, uri, out_root, sweep, log_artifacts)
     if show:
-        _print_summary(findings, res)
-    return folder
+        print(made.summary())
+    return made.folder
 
 
-def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
-    print()
-    for line in findings:
-        print(line.replace("**", ""))
+def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """The tables of a written report folder, by key (`trials` and those of `FILES`). A folder written before
+    ranking.csv and mitigations.csv swapped names is read right too: of the two, the effects table is the one
+    with a `depth` column (the ranking has one `delta_acc_d<depth>` column per depth instead)."""
+    folder = Path(folder)
+    tables = {"trials": pd.read_csv(folder / "trials.csv")}
+    for fname, key in FILES.items():
+        if (folder / fname).is_file():
+            tables[key] = pd.read_csv(folder / fname)
+    if {"ranking", "effects"} <= set(tables) and "depth" in tables["ranking"] and "depth" not in tables["effects"]:
+        tables["ranking"], tables["effects"] = tables["effects"], tables["ranking"]
+    return tables
+
+
+def summary(findings: list[str], res: dict[str, pd.DataFrame]) -> str:
+    """The findings and the remedies table, as `vgtune sweep` and `vgtune report` print them."""
+    lines = [""] + [line.replace("**", "") for line in findings]
     show = {"remedies": ["mitigation", "depth", *effects.cell_columns(res["effects"]), "delta_attenuation", "healthy",
                          "diverged", "delta_test_acc", "verdict", "restores"]}
     with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.precision", 2,
@@ -393,6 +427,6 @@ def _print_summary(findings: list[str], res: dict[str, pd.DataFrame]) -> None:
         for key, cols in show.items():
             table = res.get(key, pd.DataFrame())
             if not table.empty:
-                print(f"\n{TITLES[key]}:")
                 shown = table[[c for c in cols if c in table.columns]].head(40).astype(object).fillna("-")
-                print(shown.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+                lines += ["", f"{TITLES[key]}:", shown.to_string(index=False, float_format=lambda v: f"{v:+.2f}")]
+    return "\n".join(lines)

@@ -58,6 +58,14 @@ def last_experiment(uri: str) -> str:
     return client.get_experiment(run.info.experiment_id).name
 
 
+def experiment_of(uri: str, sweep: str) -> str | None:
+    """The experiment whose runs carry the sweep folder name `sweep` (None if no run does)."""
+    client = client_for(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, f"tags.`vgtune.sweep` = '{sweep}'", max_results=1) if ids else []
+    return client.get_experiment(runs[0].info.experiment_id).name if runs else None
+
+
 def _require(uri: str, experiment: str) -> str:
     exp = client_for(uri).get_experiment_by_name(experiment)
     if exp is None:

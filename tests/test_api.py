@@ -1,0 +1,112 @@
+"""`vgtune.sweep | report | probe`, the Python API, as a notebook or a script uses it."""
+
+import json
+import textwrap
+
+import pytest
+
+import vgtune
+from tests.helpers import REPO
+from vgtune import api
+
+SPEC = """
+name: api
+parameters: {depth: [2]}
+variants: [{}, {norm: batch}]
+fixed: {width: 4, epochs: 3, activation: tanh}
+"""
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+
+import vgtune
+
+tmp = Path(sys.argv[1])
+uri = f"sqlite:///{tmp}/mlflow.db"
+r = vgtune.sweep(tmp / "spec.yaml", overrides={"fixed.width": 3}, epochs=1, tracking_uri=uri,
+                 storage=tmp / "runs", out=tmp / "reports", num_cpus=2, verbose=0)
+again = vgtune.report(tracking_uri=uri, out=tmp / "again")
+one = vgtune.report(r.outcome.sweep_id, tracking_uri=uri, out=tmp / "one")
+flow = vgtune.probe(depth=3, activation="relu", width=4)
+print(json.dumps({
+    "trials": len(r.trials), "epochs": sorted(r.trials["epochs_run"].unique().tolist()),
+    "widths": sorted(r.trials["width"].unique().tolist()), "verdict_columns": list(r.verdicts.columns),
+    "mitigations": r.verdicts["mitigation"].tolist(), "verdicts": r.verdicts["verdict"].tolist(),
+    "report_dir": str(r.report_dir), "files": sorted(p.name for p in r.report_dir.iterdir()),
+    "again": [again.experiment, len(again.trials), str(again.report_dir)], "one": len(one.trials),
+    "probe": sorted(flow) + [flow["summary"]["diagnosis"]],
+}))
+"""
+
+
+def test_import_vgtune_loads_neither_torch_nor_ray(python):
+    code = ("import sys, vgtune, vgtune.driver.spec\n"
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
+            "assert callable(vgtune.sweep) and callable(vgtune.report) and callable(vgtune.probe)\n"
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy api import'\n")
+    proc = python.run("-c", code, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert vgtune.__all__ == ["sweep", "report", "probe", "SweepResult"]
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent("""
+        name: kw
+        parameters: {depth: [2, 4]}
+        nuisance: {lr: [0.01, 0.1]}
+        fixed: {width: 4, epochs: 3}
+    """))
+    return path
+
+
+def test_a_keyword_sets_a_top_level_key_or_the_option_where_the_spec_varies_it(spec):
+    assert api.overrides_for(spec, {"fixed.epochs": 2}, {"pack": "off", "seed": 7, "epochs": 1, "depth": 8,
+                                                         "lr": 0.05, "width": [4, 8], "norm": "batch"}) == [
+        "fixed.epochs=2", "pack='off'", "seed=7", "fixed.epochs=1", "parameters.depth=[8]", "nuisance.lr=[0.05]",
+        "parameters.width=[4, 8]", "fixed.norm=batch"]
+    loaded = api.load_spec(spec, epochs=1, depth=8, lr=0.05)
+    assert [(t["depth"], t["lr"], t["epochs"]) for t in loaded.trials] == [(8, 0.05, 1)]
+
+
+def test_dotted_overrides_and_set_strings_mean_the_same(spec):
+    as_mapping = api.load_spec(spec, {"fixed.epochs": 2, "parameters.depth": [3]})
+    as_strings = api.load_spec(spec, ["fixed.epochs=2", "parameters.depth=[3]"])
+    assert as_mapping.trials == as_strings.trials
+    assert {(t["depth"], t["epochs"]) for t in as_mapping.trials} == {(3, 2)}
+
+
+def test_an_unknown_keyword_names_the_valid_ones(spec):
+    with pytest.raises(TypeError, match=r"unknown keyword 'epoch'; valid: a sweep option \(tracking_uri, .*"
+                                        r"a top-level spec key \(name, .*a training option \(depth, "):
+        api.load_spec(spec, epoch=1)
+    with pytest.raises(TypeError, match="got the string"):
+        api.load_spec(spec, "fixed.epochs=1")
+
+
+def test_probe_one_configuration_without_training():
+    flow = vgtune.probe(depth=12, activation="sigmoid", width=4)
+    assert sorted(flow) == ["config", "series", "summary"]
+    assert flow["config"]["depth"] == 12 and flow["summary"]["diagnosis"] == "vanishing"
+    with pytest.raises(ValueError, match="unknown training option.*depht"):
+        vgtune.probe(depht=3)
+
+
+def test_a_script_sweeps_reports_and_probes(tmp_path, python):
+    """The API as a script runs it: its own process, its own local Ray, a SQLite store under tmp_path."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "script.py").write_text(SCRIPT)
+    proc = python.run(tmp_path / "script.py", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["trials"] == 2 and got["epochs"] == [1] and got["widths"] == [3]
+    assert {"mitigation", "depth", "delta_test_acc", "ci_low", "ci_high", "p_adjusted", "verdict"} <= set(
+        got["verdict_columns"])
+    # One comparison (BatchNorm against the plain net at depth 2) on one seed: no interval, no verdict.
+    assert got["mitigations"] == ["norm=batch"] and got["verdicts"] == ["inconclusive"]
+    assert got["report_dir"] == str(tmp_path / "reports" / "api")
+    assert {"trials.csv", "ranking.csv", "mitigations.csv", "report.md", "report.html"} <= set(got["files"])
+    assert got["again"] == ["api", 2, str(tmp_path / "again" / "api")] and got["one"] == 2
+    assert got["probe"] == ["config", "series", "summary", "healthy"]
