@@ -2,7 +2,7 @@
 
 1,000 trials of a one-block width-2 CNN on 128 synthetic examples, one epoch each, run
 three times on this machine: through a bare `tune.Tuner` with vgtune's trainable
-(`vgtune.trial.run_trial`), actor reuse and no callbacks; through `vgtune.sweep.run_sweep`
+(`vgtune.driver.trainable.run_trial`), actor reuse and no callbacks; through `vgtune.driver.runner.run_sweep`
 (MLflow tracking to SQLite, the stopper, the progress line) one Tune trial per trial
 (`pack: off`); and the same with `pack: auto` (the trials differ only in their seed, so they
 pack 16 at a time). Reported: vgtune's trials/s as a share of plain Tune's, until every

@@ -1,4 +1,4 @@
-"""The CUDA path of `vgtune.train`, measured on a GPU machine that has torch (no Ray, no MLflow).
+"""The CUDA path of `vgtune.core.train`, measured on a GPU machine that has torch (no Ray, no MLflow).
 
     python -m bench.gpu            # about 4 minutes on one recent GPU
     python -m bench.gpu --smoke    # the same steps, tiny, on the CPU: checks the script itself

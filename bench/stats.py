@@ -1,7 +1,7 @@
 """Calibration of the report's verdicts on simulated sweeps whose true effects are known.
 
-Every simulated report runs the real analysis (`vgtune.fair.select` to choose
-each arm's learning rate, `vgtune.ranking.effects` for intervals and verdicts)
+Every simulated report runs the real analysis (`vgtune.analysis.fairness.select` to choose
+each arm's learning rate, `vgtune.analysis.effects.effects` for intervals and verdicts)
 on a family shaped like the default sweep's: 2 depths x 3 activations x 4
 mitigations plus 2 activation comparisons per depth = 28 comparisons. It counts:
 

@@ -1,4 +1,4 @@
-"""Logging one trial's metrics: vgtune.tracking's batches against one request per metric.
+"""Logging one trial's metrics: vgtune.tracking.logger's batches against one request per metric.
 
 One request per metric is what Ray's MLflowLoggerCallback does. Both write a
 depth-24, 6-epoch trial (scalars + 7 per-block series, init + 6 epochs) to a

@@ -1,4 +1,4 @@
-"""The verdict statistics (vgtune.stats): t intervals pinned to scipy, Holm and BH by hand, detectable effects."""
+"""The verdict statistics (vgtune.analysis.stats): t intervals pinned to scipy, Holm and BH by hand, MDEs."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Mean-field theory (vgtune.theory) against closed forms and against the probe on real plain CNNs."""
+"""Mean-field theory (vgtune.core.theory) against closed forms and against the probe on real plain CNNs."""
 
 import math
 

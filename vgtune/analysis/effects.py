@@ -11,7 +11,7 @@ pooling unlike configurations (a difference of group means where nothing
 pairs). Nuisance options (a tuned learning rate) are not part of the cell: each
 side runs at its own chosen setting. The interval is a Student-t interval of
 the mean paired difference, adjusted with every other comparison of the report
-(Holm by default, `correction:`; see `vgtune.stats`): the verdict is `helps`
+(Holm by default, `correction:`; see `vgtune.analysis.stats`): the verdict is `helps`
 or `hurts` when the adjusted p is below 0.05 (the interval then excludes 0),
 else `inconclusive`; `mde` is the effect these seeds could resolve. A diverged
 trial scores the chance rate (its test split's majority-class share), never its
@@ -122,7 +122,7 @@ def _groups(df: pd.DataFrame, factor: str, base: dict, skip: set[str]) -> tuple[
 
 def effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = (), correction: str = "holm") -> pd.DataFrame:
     """One row per (mitigation, cell): accuracy and attenuation effects against the baseline, ranked per cell
-    by the validation effect; intervals and verdicts adjusted over all rows (`correction`, `vgtune.stats`).
+    by the validation effect; intervals and verdicts adjusted over all rows (`correction`, `vgtune.analysis.stats`).
 
     `nuisance`: options tuned per arm, so not matched between the two sides.
     """

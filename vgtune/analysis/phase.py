@@ -1,6 +1,6 @@
 """Theory beside measurement, for tables: the phase diagram's lines and the agreement check.
 
-Works on probe or trials tables that carry `vgtune.theory`'s columns (`chi1`,
+Works on probe or trials tables that carry `vgtune.core.theory`'s columns (`chi1`,
 `depth_scale`, `grad_attenuation_predicted`); pandas only.
 """
 

@@ -288,7 +288,7 @@ class Selection:
     metric: str = "val_acc"  # never test data
     mode: str = "max"
     nuisance: tuple[str, ...] = ()  # options tuned per arm
-    correction: str = "holm"  # the family adjustment of intervals and verdicts (vgtune.stats)
+    correction: str = "holm"  # the family adjustment of intervals and verdicts (vgtune.analysis.stats)
 
     @classmethod
     def of(cls, run) -> Selection:

@@ -35,7 +35,7 @@ from vgtune.core.schema import TrainConfig
 
 
 class FusedCNN:
-    """The members' `vgtune.models.CNN`s (one shape) run as one network; members keep their own parameters.
+    """The members' `vgtune.core.models.CNN`s (one shape) run as one network; members keep their own parameters.
 
     `forward` concatenates the members' weights per layer (their gradients flow back to
     each member's own tensors). BatchNorm running statistics live in one buffer per layer,

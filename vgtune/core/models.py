@@ -4,7 +4,7 @@ The network is a stack of `depth` conv blocks followed by a linear classifier
 on the flattened feature map (spatial layout matters for small digits). Block 1
 maps the input channels to `width`; blocks 2..depth are width -> width and are
 the ones that can carry a skip connection. Every block's
-output h_l is what `vgtune.gradflow` probes.
+output h_l is what `vgtune.core.gradflow` probes.
 
     x (B, C_in, H, W) -> block_1 -> ... -> block_L -> flatten -> linear -> logits
 

@@ -1,7 +1,7 @@
 """Which network a trial trains: a built-in architecture by name, or the user's own factory.
 
     model = create(ModelConfig(arch="resnet_cifar", depth=20, norm="batch"))
-    blocks = probe_blocks(model)          # what vgtune.gradflow probes
+    blocks = probe_blocks(model)          # what vgtune.core.gradflow probes
 
 A user factory (`model: mypkg.nets:build` in a spec) is called with the trial's
 model factors as keywords, `depth, width, activation, norm, residual,

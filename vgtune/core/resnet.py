@@ -15,7 +15,7 @@ a stride-2 subsample with zero channels appended, so a ResNet has exactly the
 parameters of its plain counterpart (`residual: none`: no shortcut at all).
 `residual: rezero` scales the branch by a learned alpha that starts at 0.
 `norm`, `activation` and the init remain factors; the 3n blocks are what
-`vgtune.gradflow` probes.
+`vgtune.core.gradflow` probes.
 """
 
 from __future__ import annotations

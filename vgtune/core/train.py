@@ -123,7 +123,7 @@ class Setup:
     augment_generator: torch.Generator  # crops and flips, apart from the batch order
     eval_x: torch.Tensor  # validation then test examples, evaluated in one pass
     eval_y: torch.Tensor
-    prediction: theory.Prediction  # the mean-field gradient flow at init (vgtune.theory)
+    prediction: theory.Prediction  # the mean-field gradient flow at init (vgtune.core.theory)
     chance: tuple[float, float]  # (val, test) score of a diverged network: each split's majority-class share
 
     def autocast(self):

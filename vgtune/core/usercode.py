@@ -1,7 +1,7 @@
 """A user's own code named in a spec: `model: mypkg.nets:build`, `dataset: mypkg.data:load`.
 
 A reference is `module:function`. The module is imported from the spec's
-folder (put on `sys.path` by `vgtune.spec.load`) or from `PYTHONPATH`; every
+folder (put on `sys.path` by `vgtune.driver.spec.load`) or from `PYTHONPATH`; every
 failure is a ValueError of one line that names the reference and what is
 wrong with it (an `OptionError` whose option is `model` or `dataset`).
 `shipped` lists the modules a Ray job must carry to its workers

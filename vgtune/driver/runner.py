@@ -9,7 +9,7 @@ with `Tuner.restore`, running only what is unfinished.
 
 A spec with nuisance options runs in two stages, each one `Tuner.fit`, under one
 MLflow parent run: stage 1 (select) trains every arm at every setting and
-chooses each arm's on the spec's (validation) metric with `vgtune.fair.select`;
+chooses each arm's on the spec's (validation) metric with `vgtune.analysis.fairness.select`;
 stage 2 (confirm) retrains every arm at its choice on fresh seeds, without the
 gradient-collapse stopper, in `storage/<name>-<timestamp>-confirm/`. A resume
 continues whichever stage was interrupted.
@@ -365,7 +365,7 @@ def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> Swe
 
 
 def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
-    """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`vgtune.fair.select`)."""
+    """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`fairness.select`)."""
     rows = [t["meta"] | {"status": t["status"], spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
     picked = fairness.select(pd.DataFrame(rows), spec.metric, spec.mode)
     chosen = picked[picked["selected"]].drop_duplicates("arm")

@@ -177,7 +177,7 @@ class SweepSpec:
 
     @property
     def items(self) -> list[dict[str, Any]]:
-        """The trials as Tune's grid sees them (`vgtune.pack.plan` packs them): `{"train": ..., "meta": ...}`."""
+        """The trials as Tune's grid sees them (`vgtune.core.packing.plan` packs them): `{"train", "meta"}`."""
         return [{"train": t, "meta": m} for t, m in zip(self.trials, self.meta)]
 
     @property

@@ -1,7 +1,7 @@
 """A sweep's MLflow runs: one parent run per invocation, one child run per trial.
 
 `RunLogger` does the MLflow side of `vgtune.tracking.MLflowTracker`; it knows
-nothing of Ray. Its methods run in one writer process (`vgtune.writer`), in order, so a SQLite
+nothing of Ray. Its methods run in one writer process (`vgtune.tracking.writer_process`), in order, so a SQLite
 store sees a single writer. Every epoch of a trial is one `log_batch` request
 (metrics plus the progress tag), never a request per metric.
 
@@ -26,7 +26,7 @@ from vgtune.tracking import flow_figure
 from vgtune.tracking.store import Unavailable, client_for, experiment_id, git_commit
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
-PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.flowplot)
+PLOT = "gradient_flow.svg"  # each trial run's gradient-flow plot (vgtune.tracking.flow_figure)
 # What the runs table shows when opened through `view_url` (the experiment's shared view).
 VIEW_KEY = "vgtune"
 VIEW_COLUMNS = (["params.`depth`", "params.`activation`", "params.`init`", "params.`norm`", "params.`residual`",

@@ -4,7 +4,7 @@ Tune calls its callbacks on the driver's event loop, and a trial's `tune.report`
 waits for that loop; the driver is also the one process every trial of a cluster
 passes through. So the tracker only hands each write over: a feeder thread
 pickles `(method, args)` into a pipe, and this module, run as
-`python -m vgtune.writer`, calls `RunLogger.method(*args)` in its own process:
+`python -m vgtune.tracking.writer_process`, calls `RunLogger.method(*args)` in its own process:
 the SQL inserts and the per-trial plot cost the driver nothing. Writes still
 happen one at a time (SQLite sees a single writer), and a tracking server that
 is briefly away (restarted, say) costs retries, not runs.
