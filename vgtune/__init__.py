@@ -3,17 +3,24 @@
     import vgtune
     result = vgtune.sweep("sweeps/default.yaml", epochs=2)
     result.trials, result.verdicts, result.report_dir
-    vgtune.report()                                # the latest sweep again, from MLflow
+    vgtune.report()                                # the most recent sweep's experiment again, from MLflow
     vgtune.probe(depth=24, activation="sigmoid")   # gradient flow at initialization, no training
 
 The functions live in `vgtune.api`, imported on first use: `import vgtune` (and
 `vgtune.driver.spec`) loads neither torch nor Ray.
 """
 
-__all__ = ["sweep", "report", "probe", "SweepResult"]
+__all__ = ["sweep", "report", "probe", "SweepResult", "SweepInterrupted", "SpecError", "UnknownExperiment",
+           "TrackingError"]
+_ERRORS = {"SpecError": "vgtune.driver.spec", "UnknownExperiment": "vgtune.tracking.reader",
+           "TrackingError": "vgtune.tracking.store"}  # what the API raises, besides ValueError and TypeError
 
 
 def __getattr__(name: str):
+    if name in _ERRORS:
+        import importlib
+
+        return getattr(importlib.import_module(_ERRORS[name]), name)
     if name in __all__:
         from vgtune import api
 

@@ -6,7 +6,7 @@
     result.trials      # pandas DataFrame: the trials table (trials.csv)
     result.verdicts    # pandas DataFrame: one row per comparison (effect, interval, p_adjusted, verdict)
     result.report_dir  # pathlib.Path of the written report
-    vgtune.report(sweep=None)   # re-analyse the latest (or a named) sweep from MLflow -> same result type
+    vgtune.report(sweep=None)   # re-analyse the most recent sweep's experiment (or a named one) -> same result type
     vgtune.probe(depth=24, activation="sigmoid")  # gradient flow at initialization, no training -> dict
 
 The command line (`vgtune.cli`) parses its arguments, calls these functions and

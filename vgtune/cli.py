@@ -81,7 +81,7 @@ def _pack_line(spec) -> str:
 
     slots = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
     planned = packing.plan(spec.items, spec.pack, slots)
-    sizes = [len(p["members"]) for p in planned if "members" in p]
+    sizes = [len(packing.members(p)) for p in planned if len(packing.members(p)) > 1]
     alone = len(planned) - len(sizes)
     if not sizes:
         return f"pack: {spec.pack}: no two trials share a shape; all {alone} train alone"

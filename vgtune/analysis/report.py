@@ -23,8 +23,8 @@ from vgtune.analysis import effects, fairness, phase, plots
 from vgtune.core.columns import CONTRACT_FACTORS, SELECTION_METRICS, SWEEP, TRIALS_HEAD
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FACTORS
-from vgtune.tracking.reader import latest_sweep_run, load_trials
-from vgtune.tracking.store import client_for
+from vgtune.tracking.logger import log_report
+from vgtune.tracking.reader import experiment_sweep_run, load_trials
 
 METHOD = " ".join(effects.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
 PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
@@ -268,12 +268,6 @@ def _html(name: str, findings: list[str], tables: dict[str, pd.DataFrame], image
            f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 
-def _sweep_run(uri: str, experiment: str):
-    client = client_for(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return client, latest_sweep_run(client, [exp.experiment_id])
-
-
 def thresholds_of(run) -> Thresholds:
     """The diagnosis thresholds a sweep ran with (its `thresholds.*` params; defaults if absent)."""
     given = {k.split(".", 1)[1]: float(v) for k, v in (run.data.params if run else {}).items()
@@ -386,11 +380,11 @@ class Report:
 def make(experiment: str, uri: str, out_root: Path, sweep: str | None = None, log_artifacts: bool = True) -> Report:
     """Write the report folder for `experiment` (only sweep folder `sweep`'s runs, if given) from MLflow."""
     df = load_trials(uri, experiment, sweep)
-    client, run = _sweep_run(uri, experiment)
+    run = experiment_sweep_run(uri, experiment)
     folder = out_root / experiment
     findings, res = write(df, experiment, folder, thresholds_of(run), Selection.of(run))
     if log_artifacts and run is not None:
-        client.log_artifacts(run.info.run_id, str(folder), "report")
+        log_report(uri, run.info.run_id, folder)
     return Report(folder, findings, res | {"trials": trials_table(res["trials"])})
 
 

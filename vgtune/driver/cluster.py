@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(token authentication, token in {cfg.token_path}).\n"
               f"Only the dashboard and job API are bound to {cfg.host}: the GCS (*:{cfg.port}), raylets, workers and "
               "dashboard agents listen on all interfaces and the Ray client server (:10001) on this machine's address, "
-              "all refusing calls without the token; Ray's metrics ports (0.0.0.0) serve metrics to anyone. "
+              "token-protected (the GCS and the agents refuse calls without it); "
+              "Ray's metrics ports (0.0.0.0) serve metrics to anyone. "
               "Keep this machine's ports firewalled.")
         return 0
     if args.command == "down":

@@ -17,7 +17,7 @@ from ray import tune
 
 from vgtune.driver.trial_members import of_trial
 
-ORDER = ("completed", "stopped", "diverged", "error")
+ORDER = ("completed", "stopped", "diverged", "error")  # STATUSES, in the order the progress line counts them
 
 
 def _clock(seconds: float) -> str:

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from vgtune.core import checks
+from vgtune.core.member import RUNNING
 
 
 class GradientCollapseStopper:
@@ -30,7 +31,7 @@ class GradientCollapseStopper:
         # -inf: no gradient reached the first block at all
         collapsed = isinstance(value, (int, float)) and not math.isnan(value) and value <= self.floor
         self.streak[trial_id] = self.streak.get(trial_id, 0) + 1 if collapsed else 0
-        if self.streak[trial_id] >= self.patience and result.get("status") == "running":
+        if self.streak[trial_id] >= self.patience and result.get("status") == RUNNING:
             self.reasons[trial_id] = (f"gradient collapsed: attenuation {value:.1f} <= {self.floor:g} "
                                       f"for {self.patience} epochs")
             return True

@@ -1,6 +1,6 @@
 """A sweep's MLflow runs: one parent run per invocation, one child run per trial.
 
-`RunLogger` does the MLflow side of `vgtune.tracking.MLflowTracker`; it knows
+`RunLogger` does the MLflow side of `vgtune.driver.mlflow_callback.MLflowTracker`; it knows
 nothing of Ray. Its methods run in one writer process (`vgtune.tracking.writer_process`), in order, so a SQLite
 store sees a single writer. Every epoch of a trial is one `log_batch` request
 (metrics plus the progress tag), never a request per metric.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -213,3 +214,8 @@ class RunLogger:
 
     def set_failures(self, tid: str, cfg: dict[str, Any], failures: int) -> None:
         self.client.set_tag(self.trial_run(tid, cfg), "vgtune.failures", str(failures))
+
+
+def log_report(uri: str, run_id: str, folder: Path) -> None:
+    """Attach a report folder (`vgtune.analysis.report`) to its sweep's run, under `report/`."""
+    client_for(uri).log_artifacts(run_id, str(folder), "report")

@@ -49,6 +49,13 @@ def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
     return runs[0] if runs else None
 
 
+def experiment_sweep_run(uri: str, experiment: str):
+    """The most recently started sweep (parent) run of `experiment`, or None."""
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return latest_sweep_run(client, [exp.experiment_id]) if exp is not None else None
+
+
 def last_experiment(uri: str) -> str:
     """The experiment of the most recently started sweep."""
     client = client_for(uri)
