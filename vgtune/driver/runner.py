@@ -147,7 +147,7 @@ def _find_resumable(storage: Path, name: str) -> Path:
     for path in candidates:
         if tune.Tuner.can_restore(str(path.resolve())):
             return path.resolve()
-    raise SpecError(f"--resume: no run folder of sweep {name!r} under {storage}/ to resume; "
+    raise SpecError("--resume", f"no run folder of sweep {name!r} under {storage}/ to resume; "
                     "run it without --resume first")
 
 
@@ -266,7 +266,7 @@ def _check_writable(path: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError:
-        raise SpecError(f"{what} {path}: not a writable folder") from None
+        raise SpecError(f"{what} {path}", "not a writable folder") from None
 
 
 CONFIRM_SUFFIX = "-confirm"  # stage 2's Tune experiment folder: <sweep id>-confirm beside stage 1's

@@ -228,11 +228,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     """`fixed.epochs=2` or `parameters.depth=[4,8]`: the value is read as YAML."""
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise SpecError(f"--set {item!r}: expected key.path=value, e.g. fixed.epochs=2")
+        raise SpecError(f"--set {item!r}", "expected key.path=value, e.g. fixed.epochs=2")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        raise SpecError(f"--set {key}: cannot read value {text!r} as YAML") from None
+        raise SpecError(f"--set {key}", f"cannot read value {text!r} as YAML") from None
     parts = key.split(".")
     if parts[0] not in TOP_KEYS:
         raise SpecError(f"--set {key}", f"unknown key {parts[0]!r}", TOP_KEYS)
@@ -243,7 +243,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             child = {"name": child} if isinstance(child, str) else {}
             node[part] = child
         if not isinstance(child, dict):
-            raise SpecError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+            raise SpecError(f"--set {key}", f"{'.'.join(parts[:i + 1])} is not a mapping")
         node = child
     node[parts[-1]] = value
 
