@@ -103,13 +103,17 @@ def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# edges.csv: the arm, its label, the nuisance option, the chosen value, lowest | highest, the values tried
+EDGE_COLUMNS = ["arm", "label", "option", "chosen", "edge", "tried"]
+
+
 def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str = "val_acc",
           mode: str = "max") -> pd.DataFrame:
     """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of a grid of 3 or more,
     and strictly better than every other setting (a tie, such as an arm at chance everywhere, chose nothing):
     the optimum may lie outside the grid (the Tuning Playbook: extend it)."""
     if not tuned(df) or "selected" not in df.columns:
-        return pd.DataFrame(columns=["arm", "label", "option", "chosen", "edge", "tried"])
+        return pd.DataFrame(columns=EDGE_COLUMNS)
     label = arm_labels(df, nuisance)
     scores = _scores(finished(df), metric, mode)
     rows = []
@@ -128,7 +132,7 @@ def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str =
                              "edge": "lowest" if value == tried[0] else "highest",
                              "tried": ", ".join(f"{v:g}" for v in tried)})
     rows.sort(key=lambda r: _label_key(r["label"]))
-    return pd.DataFrame(rows, columns=["arm", "label", "option", "chosen", "edge", "tried"])
+    return pd.DataFrame(rows, columns=EDGE_COLUMNS)
 
 
 def _label_key(label: str) -> tuple:
