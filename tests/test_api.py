@@ -47,7 +47,20 @@ def test_import_vgtune_loads_neither_torch_nor_ray(python):
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy api import'\n")
     proc = python.run("-c", code, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert vgtune.__all__ == ["sweep", "report", "probe", "SweepResult"]
+    assert vgtune.__all__[:4] == ["sweep", "report", "probe", "SweepResult"]
+
+
+def test_vgtune_exports_the_errors_its_api_raises():
+    from vgtune.api import SweepInterrupted
+    from vgtune.driver.spec import SpecError
+    from vgtune.tracking.reader import UnknownExperiment
+    from vgtune.tracking.store import TrackingError
+
+    assert (vgtune.SweepInterrupted, vgtune.SpecError, vgtune.UnknownExperiment, vgtune.TrackingError) == \
+        (SweepInterrupted, SpecError, UnknownExperiment, TrackingError)
+    assert all(hasattr(vgtune, name) for name in vgtune.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        vgtune.nope  # noqa: B018
 
 
 @pytest.fixture
