@@ -18,10 +18,8 @@ from __future__ import annotations
 SERIES = ("grad_norm", "weight_grad_norm", "update_ratio", "act_mean", "act_std", "dead_frac", "saturated_frac")
 # Where the gradient is lost (vgtune.core.gradflow.profile): the block of the worst drop, its decades, the mean rate.
 PROFILE = ("worst_drop_block", "worst_drop_decades", "decades_per_block")
-# A probe's scalars (vgtune.core.gradflow.summarize): attenuation, mean dead / saturated shares, the end norms;
-# then its profile.
+# A probe's scalars (vgtune.core.gradflow.summarize): attenuation, mean dead / saturated shares, the end norms.
 PROBE_SCALARS = ("grad_attenuation", "dead_frac", "saturated_frac", "grad_norm_first", "grad_norm_last")
-PROBE_SUMMARY = PROBE_SCALARS + PROFILE
 
 # ------------------------------------------------------------------ one epoch
 
@@ -62,6 +60,6 @@ SWEEP = "sweep"  # the sweep run folder a trial belongs to
 # The trials table's columns before the remaining TrainConfig fields.
 TRIALS_HEAD = CONTRACT_FACTORS + RESULTS + PROFILE + THEORY + ARM_TABLE + CHANCE
 
-__all__ = ["SERIES", "PROFILE", "PROBE_SCALARS", "PROBE_SUMMARY", "CHANCE", "CHANCE_OF", "TIMES", "EPOCH_METRICS",
+__all__ = ["SERIES", "PROFILE", "PROBE_SCALARS", "CHANCE", "CHANCE_OF", "TIMES", "EPOCH_METRICS",
            "SELECTION_METRICS", "TEST_METRICS", "THEORY_METRICS", "THEORY", "RESULT_TAGS", "RESULTS",
            "RESULT_METRICS", "CONTRACT_FACTORS", "ARM_COLUMNS", "SELECTED", "ARM_TABLE", "SWEEP", "TRIALS_HEAD"]

@@ -489,7 +489,7 @@ def _train_epoch(net: Network, live: list[Member], epoch: int, steps: int,
         step = (epoch - 1) * steps + i + 1
         batches = [next(streams[m.index]) for m in active]
         x = batches[0][0] if len(batches) == 1 else torch.cat([xb for xb, _ in batches], dim=1)
-        y = torch.stack([yb for _, yb in batches])  # (M, B)
+        y = batches[0][1].unsqueeze(0) if len(batches) == 1 else torch.stack([yb for _, yb in batches])  # (M, B)
         pending = any(m.run.init_records is not None for m in active)
         probing = cfg.probes and (step % probe_every == 0 or pending)
         with net.capture([m.s.probe for m in active]) if probing else contextlib.nullcontext():
