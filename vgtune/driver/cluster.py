@@ -93,10 +93,7 @@ def up(cfg: ClusterConfig, state: Path = STATE) -> ClusterConfig:
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     cfg.token_path = str(token)
-    # Each node's dashboard agent takes a free HTTP port (0) for the job API, not Ray's fixed 52365: on the
-    # fixed one the second node, or any other Ray on this machine, leaves an agent without it.
-    common = ["--node-ip-address", cfg.host, "--num-cpus", str(cfg.cpus_per_node), "--disable-usage-stats",
-              "--dashboard-agent-listen-port", "0"]
+    common = ["--node-ip-address", cfg.host, "--num-cpus", str(cfg.cpus_per_node), "--disable-usage-stats"]
     nodes = [[_ray(), "start", "--head", "--port", str(cfg.port), "--dashboard-host", cfg.host,
               "--dashboard-port", str(cfg.dashboard_port), "--include-dashboard", "true",
               "--temp-dir", f"{cfg.temp_dir}/head", *common],
