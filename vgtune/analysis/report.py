@@ -22,7 +22,7 @@ import pandas as pd
 from vgtune.analysis import effects, fairness, phase, plots
 from vgtune.core.columns import CONTRACT_FACTORS, SELECTION_METRICS, SWEEP, TRIALS_HEAD
 from vgtune.core.diagnosis import Thresholds
-from vgtune.core.schema import FACTORS
+from vgtune.core.schema import FACTORS, RUNNING
 from vgtune.tracking.logger import log_report
 from vgtune.tracking.reader import experiment_sweep_run, load_trials
 
@@ -180,7 +180,7 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
 def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
     counts = df["status"].value_counts().to_dict()
     lines = [f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    if counts.get("running"):
+    if counts.get(RUNNING):
         lines.append(f"**The sweep is still running**: {counts['running']} trials have not finished; this "
                      "report covers it as far as it got.")
     lines += _evidence_lines(df, res, selection)

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-RUNNING = "running"  # an epoch row's status before the member's last epoch
+from vgtune.core.schema import RUNNING
 
 
 @dataclass

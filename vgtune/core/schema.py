@@ -25,7 +25,8 @@ from vgtune.core.columns import CONTRACT_FACTORS
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")  # step: x0.1 at 50% and 75% of the epochs (He et al. 2016)
 AUGMENTS = ("none", "crop_flip")  # crop_flip: 4-pixel padded random crops and horizontal flips
-STATUSES = ("completed", "diverged", "stopped", "error")
+STATUSES = ("completed", "diverged", "stopped", "error")  # how a trial ended
+RUNNING = "running"  # a trial's status before it ended (an epoch row's before its last)
 SPLITS = ("fixed", "per_seed")  # per_seed: each seed draws its own train/validation split (the test split is fixed)
 DEVICES = "auto, cpu, cuda or cuda:N"
 

@@ -35,7 +35,7 @@ from vgtune.core.diagnosis import Thresholds, diagnose
 from vgtune.core.gradflow import GradFlowProbe, mean_series, summarize
 from vgtune.core.member import MemberEpoch
 from vgtune.core.models import ModelConfig, get_activation, get_init, init_weights
-from vgtune.core.schema import OPTIMIZERS, STATUSES, TrainConfig
+from vgtune.core.schema import OPTIMIZERS, RUNNING, STATUSES, TrainConfig
 
 
 def data_config(cfg: TrainConfig) -> data_mod.DataConfig:
@@ -378,7 +378,7 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
     if ep.series is not None:
         run.latest = summarize(ep.series)
     runaway = diverged(cfg, ep.train_loss)
-    status = "diverged" if runaway else ("completed" if epoch == cfg.epochs else "running")
+    status = "diverged" if runaway else ("completed" if epoch == cfg.epochs else RUNNING)
     val_acc, test_acc, eval_seconds = (*s.chance, accs[2]) if runaway else accs  # never a broken network's score
     row = {"epoch": epoch, "train_loss": ep.train_loss, "train_acc": ep.train_acc, "val_acc": val_acc,
            "test_acc": test_acc, "chance_acc": s.chance[1], "chance_val_acc": s.chance[0],
@@ -396,7 +396,7 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
         result.status = "diverged"
         result.error = f"training loss {ep.train_loss:.3g} at epoch {epoch} (limit {cfg.diverge_loss:g})"
     init_layers = result.layers[0]["series"] if epoch == 1 and result.layers else None
-    return EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != "running",
+    return EpochReport(metrics=row, layers=ep.series, summary=result.summary, final=status != RUNNING,
                        init_layers=init_layers, state=lambda e=epoch: _state(s, result, e),
                        seconds=ep.seconds + eval_seconds)
 

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from vgtune.core.columns import EPOCH_METRICS, THEORY_METRICS
-from vgtune.core.schema import param_text
+from vgtune.core.schema import RUNNING, param_text
 from vgtune.tracking import flow_figure
 from vgtune.tracking.store import Unavailable, client_for, experiment_id, git_commit
 
@@ -137,7 +137,7 @@ class RunLogger:
                 self.runs[tid] = run.info.run_id
                 self.steps[tid] = int(run.data.tags.get("vgtune.epoch", "0"))
                 status = run.data.tags.get("status")
-                if status not in (None, "running"):
+                if status not in (None, RUNNING):
                     self.counts[status] = self.counts.get(status, 0) + 1
                     self.finished_before.add(tid)
 
@@ -159,7 +159,7 @@ class RunLogger:
         if tid not in self.runs:
             run = self.client.create_run(self.exp_id, run_name=f"{trial_name(cfg, self.factors)} {tid}", tags={
                 "mlflow.parentRunId": self.parent_run_id, "vgtune.role": "trial",
-                "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": "running",
+                "vgtune.sweep": self.sweep_id, "vgtune.trial_id": tid, "status": RUNNING,
                 **{f"vgtune.{k}": v for k, v in (meta or {}).items()}})
             params = [Param(k, param_text(v)) for k, v in cfg.items()]
             for i in range(0, len(params), 100):

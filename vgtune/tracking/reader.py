@@ -28,7 +28,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS
-from vgtune.core.schema import FACTORS, RENAMED, parse_param
+from vgtune.core.schema import FACTORS, RENAMED, RUNNING, parse_param
 from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
@@ -168,7 +168,7 @@ def _param(params: dict[str, str], field: str) -> str | None:
 def _row(run: _Record) -> dict:
     params, metrics, tags = run.params, run.metrics, run.tags
     row = {f: parse_param(f, _param(params, f)) for f in FACTORS}
-    row["status"] = tags.get("status", "running")
+    row["status"] = tags.get("status", RUNNING)
     row["diagnosis"] = tags.get("diagnosis", "healthy")
     row |= {m: _metric(metrics.get(m)) for m in RESULT_METRICS}
     if math.isnan(row["grad_attenuation_final"]):
@@ -200,7 +200,7 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     A configuration is every `TrainConfig` field, so distinct trials never merge.
     """
     config_cols = [c for c in FACTORS if c in df.columns]
-    finished = (df["status"] != "running").astype(int)
+    finished = (df["status"] != RUNNING).astype(int)
     order = df.assign(_finished=finished).sort_values(["_finished", "end_time"], na_position="first", kind="stable")
     keys = order[config_cols].map(str).agg("|".join, axis=1)
     kept = order[~keys.duplicated(keep="last")].drop(columns="_finished")
