@@ -90,7 +90,14 @@ def test_remedies_restore_gradient_flow_only_when_every_mitigated_seed_ends_heal
         "norm=batch": "gradient flow and accuracy", "dropout=0.2": "neither", "pool=max": "gradient flow only",
         "init=kaiming": "accuracy only", "residual=standard": "neither",
         "optimizer=adam": "accuracy (gradients were healthy)"}
-    assert table.set_index("mitigation").loc["residual=standard", "diverged"] == "3 of 3"
+    assert table.set_index("mitigation").loc["residual=standard", ["diverged", "seeds"]].tolist() == [3, 3]
+
+
+def test_a_comparison_where_neither_trains_restores_nothing_and_a_negligible_one_no_accuracy():
+    eff = pd.DataFrame([_effect_row("init=xavier", 0, 3, "neither trains"), _effect_row("pool=max", 3, 3, "negligible"),
+                        _effect_row("dropout=0.2", 0, 3, "negligible")])
+    assert fairness.remedies(eff)["restores"].tolist() == [
+        "neither: neither trains", "gradient flow; accuracy unchanged", "neither (no difference)"]
 
 
 def test_a_chosen_setting_on_the_edge_of_a_grid_of_three_is_flagged():
@@ -110,6 +117,26 @@ def test_an_integer_grid_edge_is_flagged_and_a_tie_is_not():
     assert fairness.edges(fairness.select(df.assign(val_acc=0.1)), ["batch_size"]).empty  # at chance everywhere: a tie
 
 
-def test_a_grid_of_two_has_no_edge_to_flag():
+def test_a_grid_of_two_has_edges_too_and_one_value_none():
     rows = [_trial("b", "batch", lr, 0, val=0.9 if lr == 0.1 else 0.5, test=0.5) for lr in (0.01, 0.1)]
-    assert fairness.edges(fairness.select(pd.DataFrame(rows)), ["lr"]).empty
+    assert fairness.edges(fairness.select(pd.DataFrame(rows)), ["lr"])["edge"].tolist() == ["highest"]
+    assert fairness.edges(fairness.select(pd.DataFrame(rows[:1])), ["lr"]).empty
+
+
+def test_the_bracket_steps_past_the_edge_by_the_grids_own_ratio_until_extend_runs_out():
+    grid = {"lr": [0.005, 0.02, 0.08]}
+    tried = [{"lr": v} for v in grid["lr"]]
+    assert fairness.beyond(tried, {"lr": 0.08}, grid, 2) == [{"lr": 0.32}]
+    assert fairness.beyond(tried, {"lr": 0.005}, grid, 2) == [{"lr": 0.00125}]
+    assert fairness.beyond(tried, {"lr": 0.02}, grid, 2) == []  # inside: nothing to extend
+    assert fairness.beyond(tried + [{"lr": 0.32}], {"lr": 0.32}, grid, 2) == [{"lr": 1.28}]
+    assert fairness.beyond(tried + [{"lr": 0.32}, {"lr": 1.28}], {"lr": 1.28}, grid, 2) == []  # two steps: done
+    assert fairness.beyond(tried, {"lr": 0.08}, grid, 0) == []
+    assert fairness.beyond([{"lr": 0.1}], {"lr": 0.1}, {"lr": [0.1]}, 2) == []  # one value: no ratio
+    assert fairness.beyond([{"wd": 0.0}, {"wd": 0.1}], {"wd": 0.0}, {"wd": [0.0, 0.1]}, 2) == []  # not all > 0
+
+
+def test_the_best_setting_breaks_ties_as_select_does_and_says_whether_it_is_unique():
+    assert fairness.best({"lr=0.1": 0.5, "lr=0.01": 0.5}, "max") == ("lr=0.01", False)
+    assert fairness.best({"lr=0.1": 0.2, "lr=0.01": 0.5}, "min") == ("lr=0.1", True)
+    assert fairness.mean_score([0.5, float("nan")], "max") == float("-inf")

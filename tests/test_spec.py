@@ -168,7 +168,7 @@ def test_dry_run_prints_count(tmp_path, python):
 
 
 def test_longest_trials_are_submitted_first():
-    from vgtune.driver.runner import longest_first
+    from vgtune.driver.searcher import longest_first
 
     s = spec_mod.parse({"name": "x", "parameters": {"depth": [2, 12, 6], "width": [4, 8]}, "fixed": {"epochs": 1}})
     order = [(t["train"]["depth"], t["train"]["width"]) for t in longest_first([{"train": t} for t in s.trials])]

@@ -31,10 +31,20 @@ def test_unpaired_interval_is_welchs():
     assert stats.Test(a=a, b=b).interval() == pytest.approx((ci.low, ci.high))
 
 
-@pytest.mark.parametrize("test", [stats.Test(diffs=np.array([0.4])), stats.Test(diffs=np.array([0.02, 0.02])),
-                                  stats.Test(a=np.array([1.0, 2.0]), b=np.array([0.5]))])
-def test_one_seed_or_identical_differences_are_untestable(test):
+@pytest.mark.parametrize("test", [stats.Test(diffs=np.array([0.4])), stats.Test(a=np.array([1.0, 2.0]), b=np.array([0.5]))])
+def test_one_seed_is_untestable(test):
     assert math.isnan(test.p_value()) and all(math.isnan(v) for v in test.interval()) and math.isnan(test.mde())
+
+
+def test_identical_differences_get_the_exact_sign_test_not_a_t_test():
+    same = stats.Test(diffs=np.full(10, 0.3))
+    assert same.p_value() == pytest.approx(2 ** -9)  # 10 equal signs under no effect: 2 * 2^-10
+    assert same.interval(0.01) == (0.3, 0.3)  # 2^-9 < 0.01: the median is 0.3 at that level
+    assert same.interval(0.001) == (-math.inf, math.inf)  # 2^-9 > 0.001: no interval that sure
+    assert stats.Test(diffs=np.full(5, 0.0)).p_value() == 1.0
+    # One ulp of noise no longer turns the same data from "nothing" into p = 1e-141: both are decided alike.
+    jitter = stats.Test(diffs=np.full(10, 0.3) + np.r_[1e-12, np.zeros(9)])
+    assert jitter.interval(0.01)[0] > 0 and same.interval(0.01)[0] > 0
 
 
 def test_holm_by_hand():

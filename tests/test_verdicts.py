@@ -18,40 +18,34 @@ TUNED = {"name": "t", "parameters": {"depth": [3, 5]}, "variants": [{}, {"norm":
 
 # ----------------------------------------------------------------- the spec's two stages
 
-def test_confirmation_seeds_are_fresh_and_every_arm_gets_them_at_its_chosen_setting():
-    s = spec.parse(TUNED | {"confirm": 3})
+def test_confirmation_seeds_are_fresh_and_come_in_looks():
+    s = spec.parse(TUNED | {"seeds": [3, 5]})
     assert s.stage == "select" and {m["stage"] for m in s.meta} == {"select"}
     first_seeds = {t["seed"] for t in s.trials}
-    assert s.confirm_seeds() == [2, 3, 4] and not first_seeds & set(s.confirm_seeds())
-    chosen = {arm: "lr=0.1" if i % 2 else "lr=0.01" for i, arm in enumerate(s.arms)}
-    items = s.confirm_items(chosen)
-    assert len(items) == len(s.arms) * 3 == s.total_trials - len(s.trials)
-    for item in items:
-        assert item["meta"]["stage"] == "confirm" and item["meta"]["nuisance"] == chosen[item["meta"]["arm"]]
-        assert f"lr={item['train']['lr']}" == chosen[item["meta"]["arm"]]
-    # Everything but the seed is stage 1's trial of that arm and setting.
-    first = {(m["arm"], m["nuisance"]): t for t, m in zip(s.trials, s.meta)}
-    for item in items:
-        expected = first[(item["meta"]["arm"], item["meta"]["nuisance"])] | {"seed": item["train"]["seed"]}
-        assert item["train"] == expected
+    assert s.confirm_seeds() == [2, 3, 4, 5, 6] and not first_seeds & set(s.confirm_seeds())
+    config = s.design_config()
+    assert config.seeds(1) == [2, 3, 4] and config.seeds(2) == [5, 6]
 
 
 def test_confirmation_seeds_follow_a_fixed_seed():
     s = spec.parse(TUNED | {"repeats": None, "fixed": {"width": 4, "epochs": 1, "seed": 7}, "confirm": 2})
-    assert s.confirm_seeds() == [8, 9]
+    assert s.confirm_seeds() == [8, 9] and s.looks == (2,)
 
 
-def test_confirm_defaults_to_repeats_and_a_spec_without_nuisance_is_its_own_confirmation():
-    assert spec.parse(TUNED).confirm == 2
+def test_looks_default_to_5_10_20_and_a_spec_without_nuisance_is_its_own_confirmation():
+    assert spec.parse(TUNED).looks == (5, 10, 20) and spec.parse(TUNED).confirm == 20
     plain = spec.parse({"name": "t", "parameters": {"depth": [3]}, "repeats": 3})
-    assert plain.confirm == 0 and plain.stage == "confirm" and plain.total_trials == 3
-    assert {m["stage"] for m in plain.meta} == {"confirm"}
+    assert plain.confirm == 0 and plain.stage == "confirm" and plain.total_trials == 3 and plain.looks == (3,)
+    assert {m["stage"] for m in plain.meta} == {"confirm"} and {m["look"] for m in plain.meta} == {"1"}
+    looks = spec.parse({"name": "t", "parameters": {"depth": [3]}, "seeds": [2, 4]})
+    assert [t["seed"] for t in looks.trials] == [0, 1] and looks.first_seed == 0 and looks.total_trials == 4
 
 
 def test_split_and_correction_reach_the_trials_and_the_spec():
-    s = spec.parse(TUNED | {"split": "per_seed", "correction": "bh"})
-    assert {t["split"] for t in s.trials} == {"per_seed"} and s.correction == "bh"
-    assert spec.parse(TUNED).correction == "holm" and {t["split"] for t in spec.parse(TUNED).trials} == {"fixed"}
+    s = spec.parse(TUNED | {"split": "per_seed", "correction": "none"})
+    assert {t["split"] for t in s.trials} == {"per_seed"} and s.correction == "none"
+    assert spec.parse(TUNED).correction == "bonferroni" and {t["split"] for t in spec.parse(TUNED).trials} == {"fixed"}
+    assert spec.parse(TUNED | {"confirm": 4, "correction": "holm"}).correction == "holm"  # one look: holm may adjust
 
 
 # ----------------------------------------------------------------- a seed draws the split
@@ -90,14 +84,24 @@ def _row(arm, depth, norm, lr, seed, val, test, stage="confirm", status="complet
 
 
 def test_two_failures_do_not_differ():
-    # The baseline is stuck below the chance rate, the mitigation diverged (scored at it): no "+0.05, helps".
+    # The baseline is stuck around the chance rate (jittering just above and below it), the mitigation diverged
+    # (scored at it): both failed to train, on every seed, so neither trains -- never helps, nor negligible.
     rows = []
     for seed in range(5):
-        rows += [_row("p", 24, "none", 0.1, seed, 0.09, 0.09 + seed / 1000, diagnosis="vanishing"),
+        rows += [_row("p", 24, "none", 0.1, seed, 0.09, 0.13 + (-1) ** seed * 0.03, diagnosis="vanishing"),
                  _row("b", 24, "batch", 0.1, seed, 0.15, 0.15, status="diverged", diagnosis="diverged")]
     (row,) = effects.effects(pd.DataFrame(rows), nuisance=["lr"]).to_dict("records")
-    assert row["delta_test_acc"] == pytest.approx(0.0) and row["verdict"] == "inconclusive"
-    assert row["diverged"] == 5 and row["healthy"] == 0
+    assert row["delta_test_acc"] == pytest.approx(0.0) and row["verdict"] == "neither trains"
+    assert row["diverged"] == 5 and row["healthy"] == 0 and row["failed"] == row["failed_baseline"] == 5
+
+
+def test_a_network_that_trained_on_some_seeds_is_compared_not_called_failed():
+    rows = []
+    for seed in range(5):
+        rows += [_row("p", 24, "none", 0.1, seed, 0.09, 0.10, diagnosis="vanishing"),
+                 _row("b", 24, "batch", 0.1, seed, 0.5, 0.5 if seed else 0.1)]
+    (row,) = effects.effects(pd.DataFrame(rows), nuisance=["lr"]).to_dict("records")
+    assert row["verdict"] != "neither trains" and row["failed"] == 1 and row["failed_baseline"] == 5
 
 
 # ----------------------------------------------------------------- what the report rests on

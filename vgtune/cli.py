@@ -55,17 +55,19 @@ def _add_report(sub) -> None:
 
 
 def _dry_run(spec) -> int:
-    print(f"{spec.name}: {spec.total_trials} trials; factors: {', '.join(spec.factors) or '(none)'}")
-    if spec.nuisance or spec.repeats:
-        arms, settings = len(spec.arms), len({m["nuisance"] for m in spec.meta})
-        print(f"  {'stage 1 (select): ' if spec.confirm else ''}{arms} arms x {settings} nuisance settings "
-              f"({', '.join(spec.nuisance) or 'none'}) x {spec.repeats or 1} seeds = {len(spec.trials)} trials"
-              + (f"; each arm's setting is chosen on {spec.metric}" if spec.nuisance else ""))
-    if spec.confirm:
+    print(f"{spec.name}: at most {spec.total_trials} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    arms = len(spec.arms)
+    if spec.nuisance:
+        settings = len({m["nuisance"] for m in spec.meta})
+        print(f"  select: {arms} arms x {settings} nuisance settings ({', '.join(spec.nuisance)}) x "
+              f"{spec.repeats or 1} seeds = {len(spec.trials)} trials; each arm's setting is chosen on {spec.metric} "
+              f"({spec.mode}), trying up to {spec.extend} steps past an edge of its grid")
+    if spec.looks:
         seeds = spec.confirm_seeds()
-        print(f"  stage 2 (confirm): {arms} arms at their chosen setting x {spec.confirm} fresh seeds "
-              f"({seeds[0]}..{seeds[-1]}) = {arms * spec.confirm} trials, full budget; the report's effects use "
-              "these alone")
+        print(f"  confirm: each arm at its setting on fresh seeds ({seeds[0]}..{seeds[-1]}), in looks of "
+              f"{', '.join(map(str, spec.looks))} seeds, while a comparison of it is undecided; full budget")
+        print(f"  verdicts: {spec.family_size} comparisons in the family ({spec.family}), {spec.correction}; "
+              f"negligible inside +-{spec.margin:g}")
     if spec.pack != "off":
         print("  " + _pack_line(spec))
     for t in spec.trials[:5]:

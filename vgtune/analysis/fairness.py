@@ -37,6 +37,49 @@ def _scores(df: pd.DataFrame, metric: str, mode: str) -> pd.Series:
     return values.groupby([df["arm"], df["nuisance"]]).mean()
 
 
+def mean_score(values: list[float], mode: str) -> float:
+    """An arm's score at one setting: the mean over its seeds, a non-finite value counting as the worst possible."""
+    worst = -math.inf if mode == "max" else math.inf
+    finite = [v if isinstance(v, numbers.Real) and math.isfinite(v) else worst for v in values]
+    return sum(finite) / len(finite) if finite else worst
+
+
+def best(scores: dict[str, float], mode: str) -> tuple[str, bool]:
+    """(the best setting label, whether it beats every other strictly): ties go to the first label in sorted
+    order, as `select` breaks them."""
+    order = sorted(scores)
+    ranked = sorted(order, key=lambda k: -scores[k] if mode == "max" else scores[k])
+    top = ranked[0]
+    return top, len(ranked) == 1 or scores[ranked[1]] != scores[top]
+
+
+def step(grid: list, side: str) -> float | None:
+    """The grid's own ratio at one edge (`low` or `high`): the next value beyond it is the edge times (high) or
+    over (low) it. None where the grid cannot be stepped: fewer than two values, or not all positive numbers."""
+    values = sorted(grid) if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in grid) else []
+    if len(values) < 2 or values[0] <= 0 or len(set(values)) < 2:
+        return None
+    return values[1] / values[0] if side == "low" else values[-1] / values[-2]
+
+
+def beyond(tried: list[dict], chosen: dict, grid: dict[str, list], extend: int) -> list[dict]:
+    """The settings the learning-rate bracket tries next: for each stepped option (`grid`) whose `chosen` value is
+    the highest (else the lowest) tried, the next step beyond it by the grid's own ratio, while fewer than `extend`
+    steps were tried past the grid on that side. Values are rounded to 10 significant digits."""
+    out = []
+    for key, values in grid.items():
+        seen = sorted({t[key] for t in tried if isinstance(t.get(key), numbers.Real)})
+        value = chosen.get(key)
+        side = "high" if seen and value == seen[-1] else "low" if seen and value == seen[0] else None
+        ratio = step(values, side) if side else None
+        if ratio is None:
+            continue
+        past = [v for v in seen if (v > max(values) if side == "high" else v < min(values))]
+        if len(past) < extend:
+            out.append(chosen | {key: float(f"{(value * ratio if side == 'high' else value / ratio):.10g}")})
+    return out
+
+
 def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.DataFrame:
     """`df` with `selected`: True for the trials of each arm's best nuisance setting (all trials if untuned)."""
     if metric not in SELECTION_METRICS:
@@ -51,8 +94,12 @@ def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.D
 
 
 def shared_setting(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> str:
-    """The one nuisance setting best on average over every arm: what a single shared setting would be."""
-    per_setting = _scores(finished(df), metric, mode).groupby(level="nuisance").mean()
+    """The one nuisance setting best on average over every arm: what a single shared setting would be (among the
+    settings every arm tried: the spec's grid, not the steps some arms' brackets took past it)."""
+    scores = _scores(finished(df), metric, mode)
+    arms = scores.index.get_level_values("arm").nunique()
+    common = scores.groupby(level="nuisance").size().loc[lambda n: n == arms].index
+    per_setting = scores[scores.index.get_level_values("nuisance").isin(common)].groupby(level="nuisance").mean()
     return str(per_setting.idxmax() if mode == "max" else per_setting.idxmin())
 
 
@@ -72,19 +119,24 @@ def compare(fixed: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     return both.sort_values([*cells, "rank_tuned", "mitigation"]).reset_index(drop=True)
 
 
-FLOW = {(True, "helps"): "gradient flow and accuracy", (True, "hurts"): "gradient flow, but hurts accuracy",
-        (True, "inconclusive"): "gradient flow only", (False, "helps"): "accuracy only",
-        (False, "hurts"): "neither; hurts accuracy", (False, "inconclusive"): "neither"}
+FLOW = {"helps": "gradient flow and accuracy", "hurts": "gradient flow, but hurts accuracy",
+        "negligible": "gradient flow; accuracy unchanged", "neither trains": "gradient flow, but neither trains",
+        "inconclusive": "gradient flow only", "": "gradient flow (accuracy not judged here)"}
+NO_FLOW = {"helps": "accuracy only", "hurts": "neither; hurts accuracy", "negligible": "neither (no difference)",
+           "neither trains": "neither: neither trains", "inconclusive": "neither",
+           "": "neither (accuracy not judged here)"}
 HEALTHY_ALREADY = {"helps": "accuracy (gradients were healthy)", "hurts": "hurts accuracy (gradients were healthy)",
-                   "inconclusive": "nothing to restore"}
+                   "negligible": "nothing (gradients were healthy; accuracy unchanged)",
+                   "neither trains": "nothing (neither trains)", "inconclusive": "nothing to restore",
+                   "": "nothing to restore"}
 
 
 def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     """At the deepest depth: does each mitigation restore gradient flow, accuracy, both or neither?
 
     Gradient flow counts as restored when some baseline seeds end unhealthy and every mitigated
-    seed ends in the healthy band (diagnosis `healthy`, so neither vanishing nor exploding nor
-    diverged); accuracy by the verdict.
+    seed ends in the healthy band (diagnosis `healthy`: neither vanishing nor exploding, and never a
+    diverged trial); accuracy by the verdict. Counts are seeds; the effect is in test accuracy (a fraction).
     """
     if eff.empty:
         return pd.DataFrame()
@@ -93,13 +145,13 @@ def remedies(eff: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in deep.iterrows():
         n, healthy, unhealthy = int(r["n"]), int(r["healthy"]), int(r["unhealthy_baselines"])
-        answer = (HEALTHY_ALREADY[r["verdict"]] if unhealthy == 0
-                  else FLOW[(healthy == n, r["verdict"])])
+        verdict = r["verdict"] if isinstance(r["verdict"], str) else ""
+        answer = HEALTHY_ALREADY[verdict] if unhealthy == 0 else (FLOW if healthy == n else NO_FLOW)[verdict]
         rows.append({"mitigation": r["mitigation"], "depth": r["depth"], **{c: r[c] for c in cells},
-                     "delta_attenuation": r["delta_attenuation"], "healthy": f"{healthy} of {n}",
-                     "healthy_baseline": f"{int(r['n']) - unhealthy} of {n}" if r["paired"] else "",
-                     "diverged": f"{int(r['diverged'])} of {n}", "delta_test_acc": r["delta_test_acc"],
-                     "verdict": r["verdict"], "restores": answer})
+                     "delta_attenuation_decades": r["delta_attenuation"], "seeds": n, "healthy": healthy,
+                     "healthy_baseline": n - unhealthy if r["paired"] else pd.NA,
+                     "diverged": int(r["diverged"]), "delta_test_acc": r["delta_test_acc"],
+                     "verdict": verdict, "restores": answer})
     return pd.DataFrame(rows)
 
 
@@ -109,9 +161,10 @@ EDGE_COLUMNS = ["arm", "label", "option", "chosen", "edge", "tried"]
 
 def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str = "val_acc",
           mode: str = "max") -> pd.DataFrame:
-    """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of a grid of 3 or more,
-    and strictly better than every other setting (a tie, such as an arm at chance everywhere, chose nothing):
-    the optimum may lie outside the grid (the Tuning Playbook: extend it)."""
+    """Arms whose chosen setting of a numeric nuisance option is the lowest or highest of the two or more values
+    tried (the grid and any steps the bracket took past it), and strictly better than every other setting (a tie,
+    such as an arm at chance everywhere, chose nothing): the optimum may lie beyond what was tried. The design
+    extends such an arm's grid while `extend` allows, so one listed here ran out of steps."""
     if not tuned(df) or "selected" not in df.columns:
         return pd.DataFrame(columns=EDGE_COLUMNS)
     label = arm_labels(df, nuisance)
@@ -120,14 +173,12 @@ def edges(df: pd.DataFrame, nuisance: list[str] | tuple[str, ...], metric: str =
     for arm, g in df.groupby("arm"):
         chosen = g[g["selected"]]
         ranked = scores.get(arm, pd.Series(dtype=float)).sort_values(ascending=mode == "min")
-        if len(ranked) < 2 or ranked.iloc[0] == ranked.iloc[1]:
+        if len(ranked) < 2 or ranked.iloc[0] == ranked.iloc[1] or chosen.empty:
             continue
         for key in nuisance:
             tried = sorted(v for v in pd.unique(g[key]) if isinstance(v, numbers.Real) and not isinstance(v, bool))
-            if len(tried) < 3 or chosen.empty:
-                continue
             value = chosen[key].iloc[0]
-            if value in (tried[0], tried[-1]):
+            if len(tried) >= 2 and value in (tried[0], tried[-1]):
                 rows.append({"arm": arm, "label": label[arm], "option": key, "chosen": value,
                              "edge": "lowest" if value == tried[0] else "highest",
                              "tried": ", ".join(f"{v:g}" for v in tried)})

@@ -49,6 +49,42 @@ def accuracy_heatmap(eff, baseline_acc) -> Figure:
     return fig
 
 
+VERDICT_COLOURS = {"helps": "#4c9a2a", "hurts": "#d1495b", "negligible": "#3b6fb6", "neither trains": "#888888",
+                   "inconclusive": "#edae49", "": "#bbbbbb"}
+
+
+def forest(eff, margin: float | None, cells: list[str]) -> Figure:
+    """Each comparison's effect on test accuracy (points) with the interval its verdict rests on, one row per
+    comparison (labelled by depth, its `cells` values and the mitigation), coloured by verdict; the grey band is
+    +-margin (inside it an effect is negligible)."""
+    rows = eff.reset_index(drop=True)
+    labels = [f"d{r['depth']} " + " ".join(str(r[c]) for c in cells if str(r[c]) not in ("", "nan"))
+              + f" {r['mitigation']} ({int(r['seeds']) if r['seeds'] == r['seeds'] else 0})"
+              for _, r in rows.iterrows()]
+    fig = _figure(7.5, 1.0 + 0.26 * len(rows))
+    ax = fig.subplots()
+    if margin:
+        ax.axvspan(-100 * margin, 100 * margin, color="#dddddd", zorder=0, label=f"+-{100 * margin:g} points")
+    ax.axvline(0, color="#444444", lw=0.8)
+    for i, r in rows.iterrows():
+        colour = VERDICT_COLOURS.get(r["verdict"] if isinstance(r["verdict"], str) else "", "#bbbbbb")
+        low, high = (100 * np.clip([r["ci_low"], r["ci_high"]], -1.0, 1.0) if np.isfinite(r["ci_low"])
+                     else (np.nan, np.nan))
+        if np.isfinite(low):
+            ax.plot([low, high], [i, i], color=colour, lw=2)
+        ax.plot(100 * r["delta_test_acc"], i, "o", color=colour, ms=4)
+    for verdict, colour in VERDICT_COLOURS.items():
+        if verdict and (rows["verdict"] == verdict).any():
+            ax.plot([], [], "o-", color=colour, label=verdict)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("effect on test accuracy (points; seeds in brackets)")
+    ax.set_title("effects and the intervals their verdicts rest on", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def attenuation_vs_depth(df, factors=("activation", "init", "norm"), vanishing: float = -2.0) -> Figure:
     """Mean grad_attenuation_init (log10 units) against depth, one panel per factor.
 

@@ -16,10 +16,13 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
 
 from vgtune.analysis import effects, fairness, phase, plots
+from vgtune.analysis import verdicts as vd
 from vgtune.core.columns import CONTRACT_FACTORS, SELECTION_METRICS, SWEEP, TRIALS_HEAD
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FACTORS, RUNNING
@@ -27,7 +30,7 @@ from vgtune.tracking.logger import log_report
 from vgtune.tracking.reader import experiment_sweep_run, load_trials
 
 METHOD = " ".join(effects.__doc__.split("\n\n")[1].split())  # how effects are computed, for the reader
-PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png")
+PLOTS = ("accuracy_heatmap.png", "attenuation_vs_depth.png", "layer_profiles.png", "diagnoses.png", "forest.png")
 THEORY_PLOTS = ("theory_vs_measured.png", "phase_accuracy.png")  # where the sweep has plain configurations
 
 
@@ -83,7 +86,8 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path)
 
 
-def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: Thresholds) -> list[str]:
+def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: Thresholds,
+                 margin: float | None) -> list[str]:
     made = []
     scored = effects.scored(df)
     if not eff.empty:
@@ -99,6 +103,10 @@ def _write_plots(df: pd.DataFrame, eff: pd.DataFrame, folder: Path, thresholds: 
     if not df.empty:
         _save(plots.diagnosis_counts(df), folder / PLOTS[3])
         made.append(PLOTS[3])
+    if not eff.empty and eff["delta_test_acc"].notna().any():
+        shown = eff[eff["family"]] if eff["family"].any() else eff
+        _save(plots.forest(shown, margin, effects.cell_columns(eff)), folder / PLOTS[4])
+        made.append(PLOTS[4])
     plain = phase.predicted(scored)
     if not plain.empty and plain["grad_attenuation_init"].notna().any():
         _save(plots.measured_vs_predicted(plain), folder / THEORY_PLOTS[0])
@@ -115,48 +123,78 @@ def _cell(row: pd.Series, cells: list[str]) -> str:
     return ", ".join(f"{c}={row[c]}" for c in cells if str(row[c]) not in ("", "nan"))
 
 
-def _best_lines(res: dict[str, pd.DataFrame], correction: str) -> list[str]:
+def _best_lines(res: dict[str, pd.DataFrame], selection: Selection) -> list[str]:
     """Per cell at the deepest depth: the mitigation best on validation, its test effect, interval and verdict;
-    then the verdict counts and what the budget can resolve."""
+    then the family's verdicts, what they stand for, and how many seeds each comparison used."""
     rank, eff, cells = res["ranking"], res["effects"], effects.cell_columns(res["effects"])
     if rank.empty:
         return []
     depth = eff["depth"].max()
-    adjusted = {"holm": " at its Holm level", "bh": " at its BH level", "none": ""}[correction]
     lines = []
     # The activation comparison (across activations) is context for the rest, not a "best mitigation".
     for _, best in rank[(rank["rank"] == 1) & ~rank["mitigation"].str.startswith("activation=")].iterrows():
         where = _cell(best, cells)
-        interval = (f", CI {_fmt(best['ci_low'])} .. {_fmt(best['ci_high'])}{adjusted}, over {best['seeds']} seeds"
-                    if pd.notna(best["ci_low"]) else f", no interval from {best['seeds']} seed(s)")
+        interval = (f", CI {100 * best['ci_low']:+.1f} .. {100 * best['ci_high']:+.1f} points over "
+                    f"{best['seeds']} seeds" if pd.notna(best["ci_low"])
+                    else f", no interval from {best['seeds']} seed(s)")
         chosen = f"; at {best['nuisance']}" if best["nuisance"] else ""
         failed = f"; diverged {best['diverged']} of {best['n']}" if best["diverged"] else ""
+        verdict = best["verdict"] if isinstance(best["verdict"], str) and best["verdict"] else "not judged"
         lines.append(f"Best at depth {depth}{' (' + where + ')' if where else ''}, by validation accuracy: "
                      f"**{best['mitigation']}**, test accuracy {best['baseline_acc']:.2f} -> "
-                     f"{best['mitigated_acc']:.2f} ({best['delta_test_acc']:+.2f}{interval}: {best['verdict']}"
+                     f"{best['mitigated_acc']:.2f} ({100 * best['delta_test_acc']:+.1f} points{interval}: {verdict}"
                      f"{chosen}{failed}); ends healthy in {best['healthy']} of {best['n']} seeds "
                      f"(baseline: {best['n'] - best['unhealthy_baselines']} of {best['n']}).")
-    counts = rank["verdict"].value_counts()
-    family = {"holm": "the chance of any wrong helps/hurts in this report is at most 5%",
-              "bh": "at most 5% of its helps/hurts are expected to be wrong",
-              "none": "unadjusted: with many comparisons some helps/hurts are expected by chance"}[correction]
-    lines.append(f"Verdicts at depth {depth}: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
-                                                             ("helps", "hurts", "inconclusive")) +
-                 f" ({len(eff)} comparison{'s' if len(eff) != 1 else ''} in this report, judged together: {family}).")
-    return lines + _budget_lines(eff)
+    return lines + _verdict_lines(eff, selection)
 
 
-def _budget_lines(eff: pd.DataFrame) -> list[str]:
-    """What the seeds could resolve: the median detectable effect, and the inconclusive ones below it."""
-    mde = eff["mde"].dropna()
-    if mde.empty:
-        return ["No comparison has two seeds with spread on both sides: every verdict is inconclusive; "
-                "run more seeds (confirm: N) to get intervals."]
-    seeds = int(eff["seeds"].median())
-    small = eff[(eff["verdict"] == "inconclusive") & eff["mde"].notna()]
-    return [f"At {seeds} seeds, effects below {100 * mde.median():.0f} points of test accuracy (the median "
-            f"detectable effect at 80% power) stay inconclusive; {len(small)} comparison(s) are inconclusive. "
-            "More seeds narrow this (about 1/sqrt(seeds))."]
+CLAIMS = {"bonferroni": "the chance that any verdict in the family is wrong is at most 5%, whichever look it came from "
+                        "(each comparison's share, 5%/{m}, spent over its looks)",
+          "none": "unadjusted: each comparison at 5% on its own, so with {m} some wrong verdicts are expected",
+          "holm": "the chance of any wrong helps/hurts in the family is at most 5% (Holm over its {m} comparisons); "
+                  "its intervals are not simultaneous, so none is called negligible",
+          "bh": "at most 5% of the family's helps/hurts are expected to be wrong (Benjamini-Hochberg over its {m}); "
+                "that holds for the family as a whole, not for a part of it such as the best lines above"}
+
+
+def _verdict_lines(eff: pd.DataFrame, selection: Selection) -> list[str]:
+    """The family's verdict counts and the claim they carry; the seeds they used and why they stopped."""
+    family = eff[eff["family"]]
+    if family.empty:
+        return []
+    counts = family["verdict"].value_counts()
+    m = selection.family_size or len(family)
+    where = _family_words(selection.family, family)
+    lines = [f"Verdicts on the family ({where}, {len(family)} comparisons, {selection.correction}): "
+             + ", ".join(f"{counts.get(v, 0)} {v}" for v in vd.VERDICTS) + "; "
+             + CLAIMS[selection.correction].format(m=m) + "."]
+    if selection.correction in vd.SIMULTANEOUS:
+        lines.append(f"Negligible means the interval lies inside +-{100 * selection.margin:g} points of test accuracy "
+                     f"(`margin`). Each interval is the repeated confidence interval at the look its comparison "
+                     "stopped (valid across every look); an effect that stopped early is biased away from 0, its "
+                     "interval is not.")
+    looks = family.groupby("look")["seeds"].agg(["size", "max"])
+    lines.append("Seeds used: " + ", ".join(f"{int(r['size'])} stopped at look {int(k)} ({int(r['max'])} seeds)"
+                                            for k, r in looks.iterrows() if k) + ".")
+    open_ = family[family["verdict"] == vd.INCONCLUSIVE]
+    if len(open_):
+        cells = effects.cell_columns(eff)
+        lines.append("Inconclusive after the last look: " + "; ".join(
+            f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}, {int(r['seeds'])} seeds, "
+            f"{100 * r['delta_test_acc']:+.1f} points" for _, r in open_.iterrows()) + ".")
+    outside = len(eff) - len(family)
+    if outside:
+        lines.append(f"{outside} comparison(s) outside the family are shown with an unadjusted 95% interval and "
+                     "no verdict.")
+    return lines
+
+
+def _family_words(family, rows: pd.DataFrame) -> str:
+    if family in (None, effects.FAMILY_DEFAULT):
+        return f"depth {rows['depth'].max()}"
+    if family == "all":
+        return "every comparison"
+    return ", ".join(f"{k}={v}" for k, v in family.items())
 
 
 def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
@@ -184,7 +222,7 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selecti
         lines.append(f"**The sweep is still running**: {counts['running']} trials have not finished; this "
                      "report covers it as far as it got.")
     lines += _evidence_lines(df, res, selection)
-    lines += _best_lines(res, selection.correction) + _edge_lines(res["edges"]) + _changed_lines(res)
+    lines += _best_lines(res, selection) + _edge_lines(res["edges"], selection) + _changed_lines(res)
     trends = res["depth_trends"]
     if not trends.empty:
         verdicts = trends["verdict"].value_counts().to_dict()
@@ -205,38 +243,61 @@ def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: S
     evidence, lines = res["evidence"], []
     if fairness.tuned(df):
         first = df[df["stage"] != "confirm"]
-        how = (f"{df['arm'].nunique()} arms; stage 1 chose each arm's {', '.join(selection.nuisance) or 'setting'} "
-               f"on {selection.metric} over {first['seed'].nunique()} seed(s)")
+        how = (f"{df['arm'].nunique()} arms; each chose its {', '.join(selection.nuisance) or 'setting'} on "
+               f"{selection.metric} over {first['seed'].nunique()} seed(s)")
+        beyond = _bracketed(first, selection)
+        if beyond:
+            how += f" ({beyond} tried steps past the edge of the grid)"
         if (df["stage"] == "confirm").any():
             seeds = sorted(evidence["seed"].unique())
-            lines.append(f"{how}; stage 2 retrained each at its choice on {len(seeds)} fresh seed(s) "
-                         f"({seeds[0]}..{seeds[-1]}) at the full budget, and only their test accuracy enters "
-                         "the effects below.")
+            lines.append(f"{how}, then retrained at its choice on fresh seeds ({seeds[0]}..{seeds[-1]}, "
+                         f"{_looks_words(selection)}) at the full budget; only their test accuracy enters the "
+                         "effects below.")
         else:
             lines.append(f"{how}. **No fresh-seed confirmation** (a sweep from before `confirm:`): the test "
                          "accuracies below come from the seeds that chose the settings, so they are biased up.")
-    chance = evidence["chance_acc"].dropna() if "chance_acc" in evidence else pd.Series(dtype=float)
-    diverged = int((evidence["status"] == "diverged").sum())
-    if len(chance) and diverged:  # a sweep from before chance scores evaluated its diverged networks: no claim then
-        lines.append(f"{diverged} compared trial(s) diverged: each scores the chance rate (the test split's "
-                     f"majority-class share, {chance.iloc[0]:.3f}), not its broken network's output; no trial "
-                     "scores below that rate, so two failed networks do not differ.")
+    failed = int(res["scored"]["failed"].sum()) if "failed" in res["scored"] else 0
+    if failed:
+        lines.append(f"{failed} compared trial(s) failed to train (diverged, stopped for a collapsed gradient, or at "
+                     f"most {100 * selection.chance_margin:g} points above the chance rate): each scores the chance "
+                     "rate (its test split's majority-class share), never its network's output, so two failed "
+                     "networks differ by nothing.")
+    cut = len(effects.scored(df[df["stage"] == "confirm"] if "stage" in df else df))
     stopped = evidence[evidence["status"] == "stopped"]
     if len(stopped):
-        lines.append(f"{len(stopped)} compared trial(s) were stopped early (gradient collapse), so their "
-                     "comparisons mix budgets; `stop: {gradient_collapse: false}` trains every trial fully.")
+        lines.append(f"{len(stopped)} compared trial(s) were stopped early for a collapsed gradient and count as "
+                     "failed to train; `stop: {gradient_collapse: false}` trains every trial fully.")
+    partial = len(evidence[evidence["status"].isin(["completed", "diverged", "stopped"])]) - cut
+    if partial > 0:
+        lines.append(f"{partial} trial(s) a scheduler stopped early ran part of the budget and enter no comparison.")
     return lines
 
 
-def _edge_lines(edges: pd.DataFrame) -> list[str]:
-    """Arms whose chosen setting lies on the edge of its grid."""
+def _looks_words(selection: Selection) -> str:
+    if len(selection.looks or ()) > 1:
+        return f"in looks of {', '.join(map(str, selection.looks))} seeds while a comparison of it was undecided"
+    return "one look"
+
+
+def _bracketed(first: pd.DataFrame, selection: Selection) -> int:
+    """Arms whose selection tried a value outside the spec's grid (from the trials: more settings than others)."""
+    if first.empty or "nuisance" not in first:
+        return 0
+    settings = first.groupby("arm")["nuisance"].nunique()
+    return int((settings > settings.min()).sum())
+
+
+def _edge_lines(edges: pd.DataFrame, selection: Selection) -> list[str]:
+    """Arms whose chosen setting lies on the edge of everything tried: the bracket ran out of steps."""
     if edges.empty:
-        return []
-    shown = "; ".join(f"{r['label']} chose {r['option']}={r['chosen']:g}, the {r['edge']} tried"
+        return ["No arm's chosen setting lies on the edge of what it tried."] if selection.nuisance else []
+    shown = "; ".join(f"{r['label']} chose {r['option']}={r['chosen']:g}, the {r['edge']} tried ({r['tried']})"
                       for _, r in edges.head(4).iterrows())
     more = f" (and {len(edges) - 4} more, in edges.csv)" if len(edges) > 4 else ""
-    return [f"{len(edges)} arm(s) chose a setting on the edge of its grid: {shown}{more}. Extend the grid there: "
-            "the best setting may lie beyond it."]
+    ran_out = (f"after `extend` ({selection.extend} steps per side) ran out" if selection.extend
+               else "with `extend: 0`")
+    return [f"{len(edges)} arm(s) chose a setting on the edge of everything tried, {ran_out}: {shown}{more}. Their "
+            "best setting may lie further out."]
 
 
 def _markdown(name: str, findings: list[str], tables: dict[str, pd.DataFrame], images: list[str]) -> str:
@@ -277,43 +338,64 @@ def thresholds_of(run) -> Thresholds:
 
 @dataclass
 class Selection:
-    """How a sweep chooses each arm's nuisance setting and judges its effects (from the spec, via the sweep run)."""
+    """How a sweep chose each arm's nuisance setting and judges its effects (from the spec, via the sweep run)."""
 
     metric: str = "val_acc"  # never test data
     mode: str = "max"
     nuisance: tuple[str, ...] = ()  # options tuned per arm
-    correction: str = "holm"  # the family adjustment of intervals and verdicts (vgtune.analysis.stats)
+    correction: str = "bonferroni"  # how the family shares its level (vgtune.analysis.verdicts)
+    looks: tuple[int, ...] | None = None  # fresh seeds after each look; None: one look of every seed there is
+    margin: float = vd.DEFAULT_MARGIN  # |effect| inside which a comparison is negligible
+    family: Any = effects.FAMILY_DEFAULT  # the comparisons judged together
+    family_size: int | None = None  # the design's count of them (None: counted in the trials)
+    extend: int = 2  # bracket steps past each edge of a nuisance grid
+    chance_margin: float = Thresholds.chance_margin  # accuracy at most this far above chance: did not train
 
     @classmethod
     def of(cls, run) -> Selection:
         params = run.data.params if run else {}
         metric = params.get("metric", "val_acc")
+        looks = tuple(int(v) for v in params["seeds"].split(",")) if params.get("seeds") else (
+            (int(params["confirm"]),) if params.get("confirm", "0").isdigit() and int(params["confirm"]) else None)
         return cls(metric if metric in SELECTION_METRICS else "val_acc", params.get("mode", "max"),
-                   tuple(k for k in params.get("nuisance", "").split(",") if k), params.get("correction", "holm"))
+                   tuple(k for k in params.get("nuisance", "").split(",") if k),
+                   params.get("correction", "holm"), looks, float(params.get("margin", vd.DEFAULT_MARGIN)),
+                   yaml.safe_load(params["family"]) if params.get("family") else effects.FAMILY_DEFAULT,
+                   int(params["family_size"]) if params.get("family_size") else None,
+                   int(params.get("extend", 2)), thresholds_of(run).chance_margin)
+
+    def plan(self, evidence: pd.DataFrame) -> vd.Plan:
+        """The plan the verdicts are judged by (one look of the most seeds an arm has, for a sweep without looks)."""
+        looks = self.looks or (max(1, int(evidence.groupby("arm")["seed"].nunique().max()))
+                               if "arm" in evidence and len(evidence) else 1,)
+        return vd.Plan(tuple(looks), self.margin, self.correction)
 
 
 def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
-    """Every table of the report. Stage 1's trials choose each arm's nuisance setting (`selected`); the effects,
-    ranks and "best" rest on stage 2's fresh seeds (on stage 1's chosen trials for a sweep without them)."""
+    """Every table of the report. The selection trials chose each arm's nuisance setting (`selected`); the effects,
+    ranks and "best" rest on the fresh confirmation seeds (on the chosen selection trials for a sweep without)."""
     df = stages(df)
     first = fairness.select(df[df["stage"] == "select"], selection.metric, selection.mode)
     confirmed = df[df["stage"] == "confirm"].assign(selected=True)
-    if len(first) and len(confirmed):  # what stage 2 ran is what stage 1 chose, as recorded
+    if len(first) and len(confirmed):  # what confirmation ran is what selection chose, as recorded
         ran = first["arm"].map(dict(zip(confirmed["arm"], confirmed["nuisance"])))
         first = first.assign(selected=(first["nuisance"] == ran).where(ran.notna(), first["selected"]).astype(bool))
     df = pd.concat([first, confirmed]) if len(first) else confirmed
-    evidence = effects.at_least_chance(confirmed if len(confirmed) else first[first["selected"]])
-    nuisance, correction = selection.nuisance, selection.correction
-    eff = effects.effects(evidence, nuisance=nuisance, correction=correction)
-    out = {"trials": df, "evidence": evidence, "effects": eff, "ranking": effects.ranking(eff),
+    evidence = confirmed if len(confirmed) else first[first["selected"]]
+    nuisance = selection.nuisance
+    eff = effects.effects(evidence, nuisance=nuisance, plan=selection.plan(evidence), family=selection.family,
+                          chance_margin=selection.chance_margin, family_size=selection.family_size)
+    out = {"trials": df, "evidence": evidence, "scored": effects.failures(effects.scored(evidence),
+                                                                          selection.chance_margin),
+           "effects": eff, "ranking": effects.ranking(eff),
            "remedies": fairness.remedies(eff), "main_effects": effects.main_effects(evidence, nuisance),
            "best_per_depth": effects.best_per_depth(evidence, nuisance),
            "depth_trends": effects.depth_trends(evidence, nuisance),
            "edges": fairness.edges(first, nuisance, selection.metric, selection.mode)}
-    if fairness.tuned(first):  # what one shared setting would have concluded: both sides on stage 1's seeds
+    if fairness.tuned(first):  # what one shared setting would have concluded: both sides on the selection seeds
         shared = fairness.shared_setting(first, selection.metric, selection.mode)
-        fixed = effects.effects(first[first["nuisance"] == shared], nuisance=nuisance, correction=correction)
-        tuned = effects.effects(first[first["selected"]], nuisance=nuisance, correction=correction)
+        fixed = effects.effects(first[first["nuisance"] == shared], nuisance=nuisance)
+        tuned = effects.effects(first[first["selected"]], nuisance=nuisance)
         out["fixed_vs_tuned"] = fairness.compare(fixed, tuned).assign(shared=shared)
     return out
 
@@ -330,11 +412,11 @@ FILES = {"edges.csv": "edges", "ranking.csv": "ranking", "mitigations.csv": "eff
          "best_per_depth.csv": "best_per_depth", "depth_trends.csv": "depth_trends",
          "theory_critical.csv": "theory_critical", "theory_departures.csv": "theory_departures"}
 TITLES = {"ranking": "Mitigation ranking at the deepest depth, per cell (ranked by validation effect; test effect "
-                      "with its adjusted interval)",
-          "edges": "Arms whose chosen setting lies on the edge of its grid (extend the grid)",
+                      "with the interval its verdict rests on)",
+          "edges": "Arms whose chosen setting lies on the edge of everything tried (the bracket ran out of steps)",
           "remedies": "What each mitigation restores at the deepest depth",
-          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own, on stage 1's seeds (rank by validation)",
-          "effects": "Effect per mitigation, depth and cell",
+          "fixed_vs_tuned": "One shared nuisance setting vs each arm's own, on the selection seeds (validation ranks)",
+          "effects": "Effect per mitigation, depth and cell: verdict, interval, seeds and why it stopped",
           "main_effects": "Main effects", "best_per_depth": "Best configuration per depth",
           "depth_trends": "Accuracy drops with depth: vanishing or degradation?"}
 
@@ -343,7 +425,8 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
           selection: Selection | None = None) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """All report files for a trials frame (no MLflow needed); returns (findings, tables)."""
     folder.mkdir(parents=True, exist_ok=True)
-    res = analyse(df, selection or Selection())
+    selection = selection or Selection()
+    res = analyse(df, selection)
     tables = {TITLES[k]: res[k] for k in TITLES if k in res}
     if not phase.predicted(df).empty:
         factors = effects.varying(df, FACTORS) or ["depth"]
@@ -356,9 +439,9 @@ def write(df: pd.DataFrame, name: str, folder: Path, thresholds: Thresholds | No
     for fname, key in FILES.items():
         if key in res:
             res[key].to_csv(folder / fname, index=False)
-    images = _write_plots(res["evidence"], res["effects"], folder,
-                          thresholds or Thresholds())
-    findings = _findings(res["trials"], res, selection or Selection())
+    images = _write_plots(res["evidence"], res["effects"], folder, thresholds or Thresholds(),
+                          selection.margin if selection.correction in vd.SIMULTANEOUS else None)
+    findings = _findings(res["trials"], res, selection)
     (folder / "report.md").write_text(_markdown(name, findings, tables, images))
     (folder / "report.html").write_text(_html(name, findings, tables, images, folder))
     return findings, res

@@ -4,26 +4,25 @@ A report states one verdict per comparison (a mitigation against its baseline in
 one cell). Each comparison's mean difference gets a Student-t test (paired by
 seed: `scipy.stats.ttest_1samp` of the differences, which is `ttest_rel`; Welch's
 `ttest_ind` where nothing pairs), valid from two seeds and honestly wide with
-few. The family of comparisons one report states is then adjusted together
-(`statsmodels.stats.multitest.multipletests`): Holm (1979) by default, which
-keeps the chance of any wrong helps/hurts in the report at `ALPHA`; `bh`
-(Benjamini-Hochberg) keeps the expected share of wrong ones instead; `none`
-adjusts nothing.
+few. Differences that are identical on every seed say nothing of noise, so they
+get an exact test instead: the sign test, under which n equal differences occur
+with probability 2^(1-n) when there is no effect, and whose interval for the
+median is that value once the level allows it (else unbounded).
 
-Each interval is drawn at the level its comparison was tested at, so it
-excludes 0 exactly when the verdict is helps/hurts: for Holm, step k of the
-step-down tests at ALPHA/(m-k+1) and the comparisons after the first it keeps
-are drawn at the level of that step; for BH, the rejected ones at
-k*·ALPHA/m (Benjamini & Yekutieli 2005) and the others at (k*+1)·ALPHA/m.
+The level each interval is drawn at comes from `vgtune.analysis.verdicts`: the
+family's level split over its comparisons, then spent over the looks
+(`vgtune.analysis.sequential`). For a design with one look, `holm` and `bh`
+adjust the family's p-values together instead
+(`statsmodels.stats.multitest.multipletests`), each interval drawn at the level
+its comparison was tested at, so it excludes 0 exactly when the verdict is
+helps/hurts: for Holm, step k of the step-down tests at ALPHA/(m-k+1) and the
+comparisons after the first it keeps are drawn at the level of that step; for
+BH, the rejected ones at k*·ALPHA/m (Benjamini & Yekutieli 2005) and the others
+at (k*+1)·ALPHA/m. Those intervals are consistent with the verdicts, not
+simultaneous, so they support no `negligible`.
 
 `mde` is the smallest true effect a comparison would call with 80% power at its
-observed spread and the family's first-step level (ALPHA/m for holm and bh,
-ALPHA for none), the same for every comparison of a report (noncentral t
-power, `scipy.stats.nct`).
-
-The intervals are consistent with the verdicts, not simultaneous: Holm's
-rejected comparisons are drawn at levels up to ALPHA, so they do not jointly
-cover at 95% the way Bonferroni intervals at ALPHA/m would.
+observed spread and a given level (noncentral t power, `scipy.stats.nct`).
 """
 
 from __future__ import annotations
@@ -55,11 +54,32 @@ class Test:
         return self.diffs is not None
 
     @property
+    def n(self) -> int:
+        """Seeds (pairs), or the smaller group."""
+        return len(self.diffs) if self.paired else min(len(self.a), len(self.b))
+
+    @property
     def testable(self) -> bool:
-        """Two or more values on each side, with some spread (identical differences say nothing of noise)."""
+        """Two or more values on each side."""
+        return self.n >= 2
+
+    @property
+    def constant(self) -> bool:
+        """Paired differences identical on every seed: the t statistic is undefined, the sign test exact."""
+        return self.paired and self.testable and np.ptp(self.diffs) == 0
+
+    @property
+    def spread(self) -> bool:
+        """Some spread to estimate noise from (unpaired: in either group)."""
         if self.paired:
-            return len(self.diffs) >= 2 and np.ptp(self.diffs) > 0
-        return len(self.a) >= 2 and len(self.b) >= 2 and (np.ptp(self.a) > 0 or np.ptp(self.b) > 0)
+            return self.testable and np.ptp(self.diffs) > 0
+        return self.testable and (np.ptp(self.a) > 0 or np.ptp(self.b) > 0)
+
+    @property
+    def mean(self) -> float:
+        if self.paired:
+            return float(np.mean(self.diffs)) if len(self.diffs) else math.nan
+        return float(np.mean(self.a) - np.mean(self.b)) if len(self.a) and len(self.b) else math.nan
 
     def _result(self):
         with warnings.catch_warnings():
@@ -69,19 +89,26 @@ class Test:
             return stats.ttest_ind(self.a, self.b, equal_var=False)
 
     def p_value(self) -> float:
-        """Two-sided p of a zero mean difference; NaN where untestable."""
-        return float(self._result().pvalue) if self.testable else math.nan
+        """Two-sided p of a zero mean difference (the sign test's for identical differences); NaN where
+        untestable (one seed; unpaired groups without spread)."""
+        if self.constant:
+            return 1.0 if self.diffs[0] == 0 else min(1.0, 2.0 ** (1 - len(self.diffs)))
+        return float(self._result().pvalue) if self.spread else math.nan
 
     def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
-        """The (1 - alpha) Student-t interval of the mean difference; NaN where untestable."""
-        if not self.testable:
+        """The (1 - alpha) interval of the mean difference (Student t; for identical differences the sign test's:
+        that value where 2^(1-n) <= alpha, else unbounded); NaN where untestable."""
+        if self.constant:
+            d = float(self.diffs[0])
+            return (d, d) if 2.0 ** (1 - len(self.diffs)) <= alpha else (-math.inf, math.inf)
+        if not self.spread:
             return math.nan, math.nan
         ci = self._result().confidence_interval(confidence_level=1 - alpha)
         return float(ci.low), float(ci.high)
 
     def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
         """The smallest true mean difference this many seeds at this spread would call with `power`."""
-        if not self.testable:
+        if not self.spread:
             return math.nan
         if self.paired:
             return _standard_mde(len(self.diffs), 0, alpha, power) * float(np.std(self.diffs, ddof=1))

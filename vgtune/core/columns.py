@@ -50,16 +50,19 @@ CONTRACT_FACTORS = ("depth", "width", "activation", "init", "norm", "residual", 
 
 # ------------------------------------------------------------------ fair comparisons (vgtune.analysis.fairness)
 
-# A trial's arm (a stable id of its scientific factors), its nuisance setting (`lr=0.02`), its spec variant and
-# stage (select: stage 1 chooses each arm's setting | confirm: fresh seeds, the report's evidence): MLflow tags.
-ARM_COLUMNS = ("arm", "nuisance", "variant", "stage")
+# A trial's arm (a stable id of its scientific factors), its nuisance setting (`lr=0.02`), its spec variant,
+# stage (select: chooses each arm's setting | confirm: fresh seeds, the report's evidence) and look (the
+# confirmation look its seed belongs to: 1, 2, ...; empty in selection): MLflow tags.
+ARM_COLUMNS = ("arm", "nuisance", "variant", "stage", "look")
 SELECTED = "selected"  # True on the rows of each arm's chosen setting (computed by the report)
 ARM_TABLE = ARM_COLUMNS[:2] + (SELECTED,) + ARM_COLUMNS[2:]  # the trials table's order
 SWEEP = "sweep"  # the sweep run folder a trial belongs to
+STOP_REASON = "stop_reason"  # why a stopped trial stopped (gradient collapse, or a scheduler: part of its budget)
 
 # The trials table's columns before the remaining TrainConfig fields.
-TRIALS_HEAD = CONTRACT_FACTORS + RESULTS + PROFILE + THEORY + ARM_TABLE + CHANCE
+TRIALS_HEAD = CONTRACT_FACTORS + RESULTS + PROFILE + THEORY + ARM_TABLE + CHANCE + (STOP_REASON,)
 
 __all__ = ["SERIES", "PROFILE", "PROBE_SCALARS", "CHANCE", "CHANCE_OF", "TIMES", "EPOCH_METRICS",
            "SELECTION_METRICS", "TEST_METRICS", "THEORY_METRICS", "THEORY", "RESULT_TAGS", "RESULTS",
-           "RESULT_METRICS", "CONTRACT_FACTORS", "ARM_COLUMNS", "SELECTED", "ARM_TABLE", "SWEEP", "TRIALS_HEAD"]
+           "RESULT_METRICS", "CONTRACT_FACTORS", "ARM_COLUMNS", "SELECTED", "ARM_TABLE", "SWEEP", "STOP_REASON",
+           "TRIALS_HEAD"]

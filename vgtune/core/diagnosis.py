@@ -15,13 +15,14 @@ DIAGNOSES = ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged
 
 @dataclass
 class Thresholds:
-    """When `diagnose` calls a trial unhealthy."""
+    """When `diagnose` calls a trial unhealthy, and when a trial did not train at all."""
 
     exploding: float = 2.0  # attenuation >= this: the first block gets 100x the last's gradient
     vanishing: float = -2.0  # attenuation <= this: the first block gets 1/100 of the last's
     dead: float = 0.5  # mean dead-unit fraction over blocks >= this names a vanishing gradient 'dead'
     saturated: float = 0.5  # mean saturated fraction >= this names a vanishing gradient 'saturated'
     saturation_eps: float = 0.05  # |f'(z)| below this share of its maximum counts as (near) zero: saturated / dead
+    chance_margin: float = 0.05  # an accuracy at most this far above its split's chance rate: it did not train
 
     def validate(self) -> None:
         """Raise ValueError naming the bad threshold and its allowed range."""
@@ -30,6 +31,7 @@ class Thresholds:
         for name in ("dead", "saturated"):
             checks.number(name, getattr(self, name), 0, 1, low_open=True)
         checks.number("saturation_eps", self.saturation_eps, 0, 1, low_open=True, high_open=True)
+        checks.number("chance_margin", self.chance_margin, 0, 1, high_open=True)
 
 
 def diagnose(status: str, attenuation_value: float, dead_frac: float = 0.0,

@@ -16,6 +16,9 @@ from typing import Any
 
 from vgtune.core.schema import RUNNING
 
+# Why a member stopped when Tune's scheduler (or an interrupt) ended its trial first: it ran part of its budget.
+SCHEDULER_STOP = "stopped by the scheduler"
+
 
 @dataclass
 class MemberEpoch:
@@ -115,4 +118,4 @@ class TrialEpoch:
         return cls([MemberEpoch.from_dict(m) for m in result.get("members") or []], latest)
 
 
-__all__ = ["MemberEpoch", "TrialEpoch", "final_status", "RUNNING"]
+__all__ = ["MemberEpoch", "TrialEpoch", "final_status", "RUNNING", "SCHEDULER_STOP"]

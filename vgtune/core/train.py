@@ -384,9 +384,10 @@ def record_epoch(s: Setup, run: Run, epoch: int, ep: EpochPass, accs: tuple[floa
            "test_acc": test_acc, "chance_acc": s.chance[1], "chance_val_acc": s.chance[0],
            "eval_seconds": eval_seconds, **run.latest,
            "status": status}
-    if run.latest:
-        row["diagnosis"] = diagnose(status, run.latest["grad_attenuation"], run.latest["dead_frac"],
-                                    run.latest["saturated_frac"], thresholds)
+    if run.latest or runaway:  # a runaway network is `diverged`, whether or not this epoch was probed
+        row["diagnosis"] = diagnose(status, run.latest.get("grad_attenuation", math.nan),
+                                    run.latest.get("dead_frac", 0.0), run.latest.get("saturated_frac", 0.0),
+                                    thresholds)
     run.totals["train_seconds"] += ep.seconds
     run.totals["eval_seconds"] += eval_seconds
     row.update(run.totals)

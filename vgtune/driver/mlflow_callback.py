@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from ray import tune
 
-from vgtune.core.member import TrialEpoch
+from vgtune.core.member import SCHEDULER_STOP, TrialEpoch
 from vgtune.driver.trial_members import TrialMember, of_trial
 from vgtune.tracking.store import TrackingError
 from vgtune.tracking.writer_process import WriterProcess
@@ -31,20 +31,15 @@ class MLflowTracker(tune.Callback):
     live: ClassVar[list[MLflowTracker]] = []
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
-                 factors: list[str] | None = None,
-                 params: dict[str, str] | None = None, retries: int = 8, parent_run_id: str | None = None,
-                 ends_sweep: bool = True, earlier_failures: int = 0):
+                 factors: list[str] | None = None, params: dict[str, str] | None = None, retries: int = 8):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
         self.spec_text = spec_text  # the spec as run, logged on the parent run
-        self.total_trials = total_trials
+        self.total_trials = total_trials  # the most trials the sweep's design can run
         self.factors = factors or []  # options the sweep varies (run names)
         self.params = params or {}  # more params of the sweep run
         self.retries = retries  # attempts of a failing write after the first
-        self.parent = parent_run_id  # an earlier stage's parent run to continue (None: create one)
-        self.ends_sweep = ends_sweep  # False for stage 1 of two: its parent run goes on into stage 2
-        self.earlier_failures = earlier_failures  # writes stage 1 gave up on, counted on the parent run at the end
         self.unfinished = 0  # trials that had not ended when the experiment did (an interrupted sweep)
         self.work_seconds = 0.0  # training and evaluation of the epochs reported to this invocation
         self._ended: set[str] = set()  # trial ids that completed or errored in this invocation
@@ -52,15 +47,14 @@ class MLflowTracker(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
         # A restored copy runs in a new invocation, which makes its own parent run (`--resume` says so).
-        return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0, "parent": None,
-                                      "earlier_failures": 0, "work_seconds": 0.0}
+        return dict(self.__dict__) | {"_writer": None, "_ended": set(), "unfinished": 0, "work_seconds": 0.0}
 
     @property
     def writer(self) -> WriterProcess:
         """The child process that owns this sweep's RunLogger (started on first use)."""
         if self._writer is None:
             args = (self.uri, self.experiment, self.sweep_id, self.spec_text, self.total_trials, self.factors,
-                    self.params, self.parent)
+                    self.params)
             self._writer = WriterProcess(args, retries=self.retries)
             MLflowTracker.live.append(self)
         return self._writer
@@ -103,10 +97,8 @@ class MLflowTracker(tune.Callback):
         done = self._ended | state["finished_before"]
         self.unfinished = sum(m.trial_id not in done for t in trials for m in of_trial(t))
         # An interrupted sweep's run ends KILLED; `--resume` starts a new parent run.
-        if self.unfinished or self.ends_sweep:
-            self.writer.submit("finish", len(state["failures"]) + self.earlier_failures,
-                               "KILLED" if self.unfinished else "FINISHED")
-            self.writer.flush()
+        self.writer.submit("finish", len(state["failures"]), "KILLED" if self.unfinished else "FINISHED")
+        self.writer.flush()
 
     # -- trials: the hooks hand over, the writer process writes ------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -125,12 +117,12 @@ class MLflowTracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         for m in of_trial(trial):
             if m.trial_id not in self._ended:  # still training when its Tune trial was stopped
-                self._close_finished(m, m.status("TERMINATED"), m.row, "stopped by the scheduler")
+                self._close_finished(m, m.status("TERMINATED"), m.row, SCHEDULER_STOP)
 
     def _close_finished(self, m: TrialMember, status: str, last: dict[str, Any], reason: str | None) -> None:
-        tags = {"status": status, "diagnosis": last.get("diagnosis", "healthy")}
+        tags = {"status": status, "diagnosis": diagnosis_of(status, last)}
         if status == "stopped":
-            tags["vgtune.stop_reason"] = reason or "stopped by the scheduler"
+            tags["vgtune.stop_reason"] = reason or SCHEDULER_STOP
         self._ended.add(m.trial_id)
         self.writer.submit("close", m.trial_id, m.config, tags, "FINISHED", last)
 
@@ -148,9 +140,14 @@ class MLflowTracker(tune.Callback):
             if m.trial_id in self._ended:
                 continue
             self._ended.add(m.trial_id)
-            tags = {"status": m.status("ERROR"), "diagnosis": m.row.get("diagnosis", "healthy"),
+            tags = {"status": m.status("ERROR"), "diagnosis": diagnosis_of("error", m.row),
                     "vgtune.error": lines[-1][:4000] if lines else "unknown error"}
             self.writer.submit("close", m.trial_id, m.config, tags, "FAILED", m.row, text)
+
+
+def diagnosis_of(status: str, last: dict[str, Any]) -> str:
+    """A member's diagnosis tag: its last epoch's, `diverged` for a diverged one whatever was probed before."""
+    return "diverged" if status == "diverged" else last.get("diagnosis", "healthy")
 
 
 def _tags(m: TrialMember) -> dict[str, str]:

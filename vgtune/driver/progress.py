@@ -1,9 +1,11 @@
 """One progress line for a running sweep, in place of Tune's status table (which stays at `-v 2`).
 
-    97/180 trials done (81 completed, 12 stopped, 4 diverged) · 2 running · 0:51 elapsed · ETA 0:44 · best val_acc 0.974
+    97/130 trials done (81 completed, 12 stopped, 4 diverged) · 2 running · 0:51 elapsed · at most 360
 
-On a terminal the line is rewritten in place every `every` seconds, as tqdm does;
-in a log (not a terminal) it is printed as a plain line at that interval.
+The design proposes trials as results arrive, so the line counts the trials proposed so far
+and the most the design could run. On a terminal the line is rewritten in place every
+`every` seconds, as tqdm does; in a log (not a terminal) it is printed as a plain line at
+that interval.
 """
 
 from __future__ import annotations
@@ -39,17 +41,16 @@ def _scores(trial, metric: str) -> list[float]:
 
 
 def summary_line(trials: list, total: int, elapsed: float, metric: str, mode: str) -> str:
-    """The progress line for `trials` (Tune's Trial objects) after `elapsed` seconds."""
+    """The progress line for `trials` (Tune's Trial objects) after `elapsed` seconds; `total`: the most trials the
+    sweep's design can run."""
     states = [(t, s) for t in trials for s in ended_as(t)]
     ended = [s for _, s in states if s]
     counts = ", ".join(f"{ended.count(s)} {s}" for s in ORDER if ended.count(s))
     running = sum(t.status == "RUNNING" and s is None for t, s in states)
-    done = len(ended)
-    eta = elapsed / done * (total - done) if done else math.nan
     scores = [v for t in trials for v in _scores(t, metric)]
     best = (max if mode == "max" else min)(scores) if scores else None
-    parts = [f"{done}/{total} trials done" + (f" ({counts})" if counts else ""), f"{running} running",
-             f"{_clock(elapsed)} elapsed", f"ETA {_clock(eta)}"]
+    parts = [f"{len(ended)}/{len(states)} trials done" + (f" ({counts})" if counts else ""), f"{running} running",
+             f"{_clock(elapsed)} elapsed", f"at most {total}"]
     if best is not None:
         parts.append(f"best {metric} {best:.3f}")
     return " · ".join(parts)
@@ -58,10 +59,8 @@ def summary_line(trials: list, total: int, elapsed: float, metric: str, mode: st
 class ProgressLine(tune.ProgressReporter):
     """A Tune progress reporter that prints `summary_line` at most every `every` seconds."""
 
-    def __init__(self, total: int, metric: str, mode: str, every: float = 5.0, stream: TextIO | None = None,
-                 label: str = ""):
-        self.label = label  # printed before the line (`stage confirm: `)
-        self.total = total  # trials in the sweep (a resumed sweep counts all of them)
+    def __init__(self, total: int, metric: str, mode: str, every: float = 5.0, stream: TextIO | None = None):
+        self.total = total  # the most trials the sweep's design can run
         self.metric = metric  # the spec's metric, for "best so far"
         self.mode = mode
         self.every = every  # seconds between lines
@@ -78,8 +77,7 @@ class ProgressLine(tune.ProgressReporter):
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         self._last = time.monotonic()
-        line = getattr(self, "label", "") + summary_line(trials, self.total, self._last - self._start, self.metric,
-                                                         self.mode)
+        line = summary_line(trials, self.total, self._last - self._start, self.metric, self.mode)
         out = self.stream or sys.stdout
         if out.isatty():
             out.write("\r" + line.ljust(self._width) + ("\n" if done else ""))

@@ -1,26 +1,22 @@
-"""Run a sweep spec with Ray Tune: resources, scheduler, stopper, retries, resume, tracking.
+"""Run a sweep spec with Ray Tune: resources, the adaptive design, retries, resume, tracking.
 
     outcome = run_sweep(spec.load("sweeps/default.yaml"), SweepOptions())
 
-Trials are `vgtune.driver.trainable.run_trial` with actor reuse (per-trial start-up was
-the dominant cost of small trials), submitted longest first. Results and checkpoints go under
+One sweep is one Tune experiment whose trials its design proposes as results
+arrive (`vgtune.driver.searcher.AdaptiveSearch` over `vgtune.analysis.design`):
+every arm's nuisance setting is chosen (and its grid bracketed) on selection
+trials, then confirmed on fresh seeds in looks, each arm as soon as it is ready.
+Trials are `vgtune.driver.trainable.run_trial` with actor reuse (per-trial
+start-up was the dominant cost of small trials), packed and handed out longest
+first. Results, checkpoints and the design's state go under
 `storage/<name>-<timestamp>/`; `resume=True` continues the newest such folder
-with `Tuner.restore`, running only what is unfinished.
-
-A spec with nuisance options runs in two stages, each one `Tuner.fit`, under one
-MLflow parent run: stage 1 (select) trains every arm at every setting and
-chooses each arm's on the spec's (validation) metric with `vgtune.analysis.fairness.select`;
-stage 2 (confirm) retrains every arm at its choice on fresh seeds, without the
-gradient-collapse stopper, in `storage/<name>-<timestamp>-confirm/`. A resume
-continues whichever stage was interrupted.
+with `Tuner.restore`, running only what is unfinished, and the design continues
+from the results it had recorded.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
-import math
 import os
 import signal
 import socket
@@ -31,11 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
-from vgtune.analysis import fairness
-from vgtune.core import packing, usercode
+from vgtune.core import usercode
 from vgtune.driver.mlflow_callback import flush_all
 from vgtune.driver.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.driver.trial_members import members
@@ -67,8 +61,8 @@ class SweepOutcome:
     experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
     tune_trials: int = 0  # Ray Tune trials that ran them (fewer than `trials` when packed)
     parent_run_id: str | None = None  # this invocation's MLflow sweep run
-    chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting stage 1 chose for it
-    planned: int = 0  # trials of the stages that ran (a stage not reached counts none)
+    chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting its confirmation ran at
+    planned: int = 0  # trials the design had handed out (the rest of an interrupted sweep's are unfinished)
     write_failures: int = 0  # MLflow writes given up on
     work_seconds: float = 0.0  # training and evaluation in this invocation (not before an interrupt it resumes)
 
@@ -142,8 +136,7 @@ def _scheduler(spec: SweepSpec):
 def _find_resumable(storage: Path, name: str) -> Path:
     from ray import tune
 
-    candidates = sorted((p for p in storage.glob(f"{name}-*") if not p.name.endswith(CONFIRM_SUFFIX)),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = sorted(storage.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         if tune.Tuner.can_restore(str(path.resolve())):
             return path.resolve()
@@ -159,74 +152,54 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials (`{"train": TrainConfig dict, ...}`, or packs of them) by a rough cost (epochs x depth x width^2
-    x members), largest first, grid order among equals.
-
-    Tune starts trials in this order, so the last ones to start are the short ones and
-    the workers finish together instead of one long trial running on alone at the end.
-    """
-    def cost(item: dict[str, Any]) -> int:
-        train = item["train"]
-        return train["epochs"] * train["depth"] * train["width"] ** 2 * len(packing.members(item))
-    return sorted(trials, key=lambda t: -cost(t))
-
-
-@dataclass
-class Stage:
-    """One `Tuner.fit` of a sweep: its trials (`items`) and where Tune keeps them."""
-
-    name: str  # `select` or `confirm`
-    items: list[dict[str, Any]]  # as SweepSpec.items
-    folder: str  # the Tune experiment's name under the storage folder
-    ends_sweep: bool  # the last stage: its end ends the MLflow parent run
-
-
-def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
-           parent_run_id: str | None, earlier_failures: int = 0):
+def _tuner(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path):
     from ray import tune
 
     from vgtune.driver.mlflow_callback import MLflowTracker
     from vgtune.driver.progress import ProgressLine
+    from vgtune.driver.searcher import AdaptiveSearch
 
-    # Stage 2 runs every trial its full budget: a comparison's trials all train as long.
-    stops = spec.stop.gradient_collapse and not (spec.confirm and stage.name == "confirm")
-    # What the report needs to read the sweep as it was meant: diagnosis thresholds, selection rule.
+    # What the report needs to read the sweep as it was meant: thresholds, selection rule, the design.
     sweep_params = {f"thresholds.{k}": str(v) for k, v in vars(spec.thresholds).items()}
-    sweep_params |= {"metric": spec.metric, "mode": spec.mode, "correction": spec.correction}
+    sweep_params |= {"metric": spec.metric, "mode": spec.mode, "correction": spec.correction,
+                     "family": yaml.safe_dump(spec.family, default_flow_style=True).strip(),
+                     "family_size": str(spec.family_size), "margin": str(spec.margin)}
+    if spec.looks:
+        sweep_params["seeds"] = ",".join(map(str, spec.looks))
     if spec.nuisance:
-        sweep_params |= {"nuisance": ",".join(spec.nuisance), "confirm": str(spec.confirm)}
-    tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False),
-                            spec.total_trials, factors=spec.factors, params=sweep_params,
-                            parent_run_id=parent_run_id, ends_sweep=stage.ends_sweep,
-                            earlier_failures=earlier_failures)
+        sweep_params |= {"nuisance": ",".join(spec.nuisance), "extend": str(spec.extend)}
+    most = spec.total_trials
+    tracker = MLflowTracker(uri, spec.name, sweep_id, yaml.safe_dump(spec.raw, sort_keys=False), most,
+                            factors=spec.factors, params=sweep_params)
     if options.verbose >= 2:  # Tune's full status table
         reporter = tune.CLIReporter(
             parameter_columns={f"trial/train/{k}": k for k in spec.factors},
             metric_columns={"epoch": "epoch", spec.metric: f"best {spec.metric}", "status": "status"},
             max_report_frequency=20, max_progress_rows=10)
     else:
-        reporter = ProgressLine(len(stage.items), spec.metric, spec.mode,
-                                label=f"stage {stage.name}: " if spec.confirm else "")
+        reporter = ProgressLine(most, spec.metric, spec.mode)
     extra = {"thresholds": vars(spec.thresholds), "checkpoint_every": spec.checkpoint_every,
              "metric": spec.metric, "mode": spec.mode}
-    if stops:  # the gradient-collapse stopper runs per member, in the trainable
-        extra["member_stop"] = {"floor": spec.stop.attenuation_floor, "patience": spec.stop.patience}
     if spec.references and spec.folder and not options.address:
         # A Ray this process did not start has no py_modules: local workers import from the spec's folder.
         extra["import_paths"] = [spec.folder]
+    slots = _concurrency(spec)
+    # Selection trials may stop early for a collapsed gradient (per member, in the trainable); confirmation
+    # trials never do, so every trial of a comparison has the same budget.
+    stop = {"floor": spec.stop.attenuation_floor, "patience": spec.stop.patience} if spec.stop.gradient_collapse \
+        else None
+    search = AdaptiveSearch(spec.design(), spec.pack, slots, stop=stop)
     run_config = tune.RunConfig(
-        name=stage.folder, storage_path=str(storage), callbacks=[tracker],
+        name=sweep_id, storage_path=str(storage), callbacks=[tracker],
         verbose=options.verbose, progress_reporter=reporter,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Every checkpoint is kept: with num_to_keep set, Tune snapshots the whole experiment
         # state after (almost) every checkpoint, which costs more than the disk it saves.
         checkpoint_config=tune.CheckpointConfig())
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
+                                  search_alg=search, num_samples=-1, max_concurrent_trials=slots,
                                   reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id)
-    items = packing.plan(stage.items, spec.pack, _concurrency(spec))
-    param_space = {"trial": tune.grid_search(longest_first(items)), **extra}
-    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(spec), param_space=extra, tune_config=tune_config, run_config=run_config)
 
 
 def _restore(spec: SweepSpec, path: Path):
@@ -269,9 +242,6 @@ def _check_writable(path: Path, what: str) -> None:
         raise SpecError(f"{what} {path}", "not a writable folder") from None
 
 
-CONFIRM_SUFFIX = "-confirm"  # stage 2's Tune experiment folder: <sweep id>-confirm beside stage 1's
-
-
 def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
     uri = prepare(spec, options)
     storage = Path(options.storage).resolve()
@@ -280,47 +250,20 @@ def run_sweep(spec: SweepSpec, options: SweepOptions) -> SweepOutcome:
         sweep_id = path.name
     else:
         sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = storage / sweep_id
     _init_ray(options, spec)
     received = _stop_on_sigterm()
     if options.address:
         import ray
 
         check_resources(spec, ray.cluster_resources())
-    signum = lambda: received[0] if received else None  # noqa: E731
-    run = functools.partial(_fit, spec, options, uri, sweep_id, storage)
-    confirm_folder = sweep_id + CONFIRM_SUFFIX
-    in_stage2 = options.resume and spec.confirm and _restorable(storage / confirm_folder)
-    first = Stage(spec.stage, spec.items, sweep_id, ends_sweep=not spec.confirm)
-    outcome = _results(spec, path) if in_stage2 else run(first, None, options.resume)
-    outcome.signal = signum()
-    if outcome.unfinished or not spec.confirm:
-        return outcome
-    try:
-        outcome.chosen = choose(spec, outcome.trials)
-        second = Stage("confirm", spec.confirm_items(outcome.chosen), confirm_folder, ends_sweep=True)
-        if not second.items:
-            _end_parent(uri, outcome.parent_run_id, "FINISHED")
-            return outcome
-        return _merge(outcome, run(second, outcome.parent_run_id, in_stage2, outcome.write_failures), signum())
-    except BaseException:  # Ctrl-C between the stages, or stage 2 failed to start: the sweep run ends here
-        _end_parent(uri, outcome.parent_run_id, "KILLED")
-        raise
+    tuner = _restore(spec, storage / sweep_id) if options.resume else _tuner(spec, options, uri, sweep_id, storage)
+    outcome = _fit(spec, tuner, uri, sweep_id, storage)
+    outcome.signal = received[0] if received else None
+    return outcome
 
 
-def _end_parent(uri: str, run_id: str | None, status: str) -> None:
-    """End the sweep's MLflow parent run from the driver (stage 2 never started, so no writer will)."""
-    if run_id is not None:
-        from vgtune.tracking.store import client_for
-
-        client_for(uri).set_terminated(run_id, status)
-
-
-def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storage: Path, stage: Stage,
-         parent_run_id: str | None, resume: bool, earlier_failures: int = 0) -> SweepOutcome:
-    """Run (or, resuming, continue) one stage; its outcome."""
-    tuner = (_restore(spec, storage / stage.folder) if resume
-             else _tuner(spec, options, uri, sweep_id, storage, stage, parent_run_id, earlier_failures))
+def _fit(spec: SweepSpec, tuner, uri: str, sweep_id: str, storage: Path) -> SweepOutcome:
+    """Run (or, resuming, continue) the sweep's Tune experiment; its outcome."""
     concurrency = _concurrency(spec)
     t0 = time.perf_counter()
     try:
@@ -331,50 +274,12 @@ def _fit(spec: SweepSpec, options: SweepOptions, uri: str, sweep_id: str, storag
     trials = [t for result in grid for t in _outcomes(result)]
     concurrency = min(concurrency, len(grid)) or concurrency  # a few packs fill fewer slots
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
-    parent = next((t.parent_run_id for t in trackers if t.parent_run_id), parent_run_id)
+    parent = next((t.parent_run_id for t in trackers if t.parent_run_id), None)
+    chosen = {t["meta"]["arm"]: t["meta"]["nuisance"] for t in trials if t["meta"].get("stage") == "confirm"}
     return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
-                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, planned=len(stage.items),
-                        write_failures=sum(len(t.writer.failures) for t in trackers),
+                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, chosen=chosen,
+                        planned=len(trials), write_failures=sum(len(t.writer.failures) for t in trackers),
                         work_seconds=sum(t.work_seconds for t in trackers))
-
-
-def _restorable(path: Path) -> bool:
-    from ray import tune
-
-    return path.is_dir() and tune.Tuner.can_restore(str(path))
-
-
-def _results(spec: SweepSpec, path: Path) -> SweepOutcome:
-    """A finished stage 1 read back from its Tune folder, without running anything (resuming stage 2)."""
-    grid = _restore(spec, path).get_results()
-    trials = [t for result in grid for t in _outcomes(result)]
-    return SweepOutcome(spec.name, path.name, str(path), "", 0.0, 1, trials, 0, None, None, len(grid),
-                        planned=len(trials))
-
-
-def _merge(first: SweepOutcome, second: SweepOutcome, signum: int | None) -> SweepOutcome:
-    """Both stages as one sweep's outcome (stage 1's folder; the concurrency of the longer stage)."""
-    longer = first if first.wall_seconds >= second.wall_seconds else second
-    return dataclasses.replace(
-        second, wall_seconds=first.wall_seconds + second.wall_seconds, concurrency=longer.concurrency,
-        trials=first.trials + second.trials, unfinished=first.unfinished + second.unfinished, signal=signum,
-        experiment_id=second.experiment_id or first.experiment_id, tune_trials=first.tune_trials + second.tune_trials,
-        chosen=first.chosen, planned=first.planned + second.planned,
-        write_failures=first.write_failures + second.write_failures,
-        work_seconds=first.work_seconds + second.work_seconds)
-
-
-def choose(spec: SweepSpec, trials: list[dict[str, Any]]) -> dict[str, str]:
-    """arm -> its nuisance setting, chosen on the spec's metric over stage 1's seeds (`fairness.select`)."""
-    rows = [t["meta"] | {"status": t["status"], spec.metric: t["last"].get(spec.metric, math.nan)} for t in trials]
-    picked = fairness.select(pd.DataFrame(rows), spec.metric, spec.mode)
-    chosen = picked[picked["selected"]].drop_duplicates("arm")
-    missing = [arm for arm in spec.arms if arm not in set(chosen["arm"])]
-    if missing:
-        logging.getLogger("vgtune").warning(
-            "stage 2: %d of %d arms had no finished stage-1 trial (every one errored) and are not confirmed",
-            len(missing), len(spec.arms))
-    return dict(zip(chosen["arm"], chosen["nuisance"]))
 
 
 def _outcomes(result) -> list[dict[str, Any]]:

@@ -12,15 +12,20 @@ allowed values, raised before Ray starts or any MLflow run exists.
     configs: [{depth: 4, norm: batch}]  # explicit configurations besides the grid
     fixed: {epochs: 6}
     nuisance: {lr: [0.01, 0.05]}  # tuned per arm on `metric` (validation data), never compared
-    repeats: 2                    # stage 1 (select): seeds per arm and nuisance setting
-    confirm: 5                    # stage 2 (confirm): fresh seeds per arm at its chosen setting
+    repeats: 2                    # select: seeds per arm and nuisance setting
+    extend: 2                     # grid steps the bracket may try past an edge the best setting sits on
+    seeds: [5, 10, 20]            # confirm: fresh seeds per arm after each look (`confirm: 5` is seeds: [5])
+    margin: 0.05                  # an effect inside +-margin (test accuracy) is negligible
+    family: deepest               # the comparisons judged together: deepest | all | {depth: [24], ...}
     split: per_seed               # each seed also draws the train/validation split (fixed: one split)
-    correction: holm              # the report's intervals and verdicts, adjusted for their number
+    correction: bonferroni        # how the family shares its 5%: bonferroni | none (holm | bh: one look)
 
-With `nuisance:`, one sweep runs two stages: stage 1 trains every arm at every
-nuisance setting and chooses each arm's on validation data; stage 2 retrains
-each arm at its choice on `confirm` fresh seeds at the full budget (no early
-stopping), and only stage 2's test accuracy enters the report's effects.
+With `nuisance:`, each arm first trains at every nuisance setting and chooses
+one on validation data, trying steps past the grid's edge while its best lies
+there; then it retrains at its choice on fresh seeds at the full budget (no
+early stopping), in looks, while a comparison of it in the family is undecided;
+only these fresh seeds' test accuracy enters the report's effects
+(`vgtune.analysis.design` decides, `vgtune.driver.searcher` runs it in Tune).
 
 A spec may train another network: `arch: resnet_cifar`, or the user's own
 `model: mypkg.nets:build` (imported from the spec's folder or PYTHONPATH) with
@@ -46,6 +51,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from vgtune.analysis import effects, verdicts
+from vgtune.analysis.design import DesignConfig
 from vgtune.core import checks, usercode
 from vgtune.core.checks import OptionError
 from vgtune.core.columns import SELECTION_METRICS, TEST_METRICS
@@ -54,14 +61,14 @@ from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
-            "checkpoint_every", "thresholds", "pack", "confirm", "split", "correction")
+            "checkpoint_every", "thresholds", "pack", "confirm", "seeds", "margin", "extend", "family", "split",
+            "correction")
 # `dataset:` keys -> TrainConfig fields: each its own name, but `name`, which is the field `dataset`.
 DATASET_KEYS = {"name": "dataset", "root": "root", "download": "download",
                 "image_size": "image_size", "limit": "limit", "split_seed": "split_seed", "max_gb": "max_gb"}
 MODEL_KEYS = ("model", "arch", "probe")  # top-level keys that are TrainConfig fields of the same name
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
-CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
-STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
+STAGES = ("select", "confirm")  # select chooses each arm's nuisance setting; confirm retrains it on fresh seeds
 MODES = ("max", "min")
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
@@ -132,8 +139,14 @@ class SweepSpec:
     repeats: int | None = None  # seeds 0..repeats-1 of every arm's settings
     folder: str | None = None  # the spec file's folder, where `module:function` references are imported from
     pack: int | str = "off"  # off | auto | N: trials of one shape trained together as one fused network
-    confirm: int = 0  # stage 2: fresh seeds per arm at its chosen setting (0: no nuisance, `trials` confirm)
-    correction: str = "holm"  # multiple-comparison adjustment of the report's intervals: holm | bh | none
+    looks: tuple[int, ...] = ()  # fresh seeds per arm after each confirmation look; (): `trials` are the sweep
+    first_seed: int = 0  # the first confirmation seed (after every selection seed)
+    margin: float = verdicts.DEFAULT_MARGIN  # |effect| in test accuracy inside which a comparison is negligible
+    extend: int = 2  # grid steps the bracket may try past each edge of a nuisance grid
+    family: Any = effects.FAMILY_DEFAULT  # the comparisons judged together: deepest | all | {cell column: values}
+    family_size: int = 0  # comparisons in the family (m; their share of the level is 5%/m)
+    correction: str = "bonferroni"  # how the family shares its level: bonferroni | none (holm | bh: one look)
+    grid: dict[str, list] = field(default_factory=dict)  # each nuisance option's listed values (the bracket's)
 
     @property
     def stage(self) -> str:
@@ -146,24 +159,31 @@ class SweepSpec:
         return list(dict.fromkeys(m["arm"] for m in self.meta))
 
     @property
+    def confirm(self) -> int:
+        """The most fresh seeds an arm is confirmed on (the last look's; 0 where `trials` are the whole sweep)."""
+        return self.looks[-1] if self.looks and self.nuisance else 0
+
+    @property
     def total_trials(self) -> int:
-        """Trials of both stages: stage 1's, plus every arm's confirmation seeds."""
-        return len(self.trials) + len(self.arms) * self.confirm
+        """The most trials the sweep can run: every bracket step and every look for every arm."""
+        return self.design().most()
 
     def confirm_seeds(self) -> list[int]:
-        """Stage 2's seeds: the `confirm` integers after the largest seed stage 1 used (disjoint from it)."""
-        start = max(t["seed"] for t in self.trials) + 1
-        return list(range(start, start + self.confirm))
+        """Every fresh confirmation seed, in look order (disjoint from the selection seeds)."""
+        return list(range(self.first_seed, self.first_seed + self.looks[-1])) if self.looks else []
 
-    def confirm_items(self, chosen: dict[str, str]) -> list[dict[str, Any]]:
-        """Stage 2's trials (as `items`): each arm in `chosen` (arm -> nuisance setting label, `lr=0.02`) at
-        that setting, once per fresh seed. Everything else about a trial is as in stage 1."""
-        first: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
-        for t, m in zip(self.trials, self.meta):
-            if chosen.get(m["arm"]) == m["nuisance"]:
-                first.setdefault(m["arm"], (t, m))
-        return [{"train": t | {"seed": seed}, "meta": m | {"stage": "confirm"}}
-                for arm in self.arms if arm in first for t, m in [first[arm]] for seed in self.confirm_seeds()]
+    def design_config(self) -> DesignConfig:
+        """What the sweep's adaptive design takes from this spec (`vgtune.analysis.design`)."""
+        plan = verdicts.Plan(self.looks or verdicts.DEFAULT_LOOKS, self.margin, self.correction)
+        return DesignConfig(looks=self.looks, first_seed=self.first_seed, nuisance=tuple(self.nuisance),
+                            grid=self.grid, extend=self.extend, metric=self.metric, mode=self.mode, plan=plan,
+                            family=self.family, chance_margin=self.thresholds.chance_margin)
+
+    def design(self):
+        """The sweep's adaptive design over these trials (a bracket's next setting must pass the spec's checks)."""
+        from vgtune.analysis.design import Design
+
+        return Design(self.items, self.design_config(), check=_valid)
 
     @property
     def factors(self) -> list[str]:
@@ -473,7 +493,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if mode not in MODES:
         raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     resources = _resources(raw)
-    correction = _choice(raw, "correction", CORRECTIONS)
+    correction = _choice(raw, "correction", verdicts.CORRECTIONS)
     base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
                                           "device": "cuda" if resources.gpu > 0 else "cpu",
                                           "split": _choice(raw, "split", SPLITS)}
@@ -497,9 +517,13 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     rng = np.random.default_rng(seed)
     nuisance = _nuisance(raw, parameters, base | fixed, variants, explicit)
     repeats = _repeats(raw, parameters, fixed, variants, explicit)
-    confirm = _confirm(raw, nuisance, repeats)
+    looks = _looks(raw, nuisance, repeats, [parameters, fixed, *variants, *explicit])
     settings = _settings(nuisance, samples, rng)
-    seeds = [{"seed": i} for i in range(repeats)] if repeats else [{}]
+    if nuisance:
+        seeds = [{"seed": i} for i in range(repeats)] if repeats else [{}]
+    else:  # the first look's seeds (or none: the trials as the grid says)
+        seeds = [{"seed": i} for i in range(looks[0])] if looks else [{}]
+    stage = {"stage": _stage(nuisance), "look": "1" if looks and not nuisance else ""}
     points: list[tuple[str, dict[str, Any], str]] = []  # (where, scientific values, variant label)
     if axes or fixed_only or variants != [{}]:
         for _ in range(samples if dist_keys or not nuisance else 1):  # with nuisance, samples draw settings
@@ -514,7 +538,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
         for setting in settings:
             for s in seeds:
                 trials.append(_train_config(where, values | setting | s).to_dict())
-                meta.append(trial_meta(trials[-1], list(nuisance), variant) | {"stage": _stage(nuisance)})
+                meta.append(trial_meta(trials[-1], list(nuisance), variant) | stage)
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
     checkpoint_every = _number("checkpoint_every", raw.get("checkpoint_every", 1), 1, integer=True)
@@ -522,11 +546,20 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if nuisance and scheduler["type"] != "fifo":
         raise SpecError("scheduler.type", f"{scheduler['type']} would let one arm's trials cut another's short, so "
                         "nuisance settings would not be chosen fairly; use fifo with nuisance")
-    return SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
+    if correction in ("holm", "bh") and len(looks) > 1:
+        raise SpecError("correction", f"{correction} adjusts the family's p-values all at once, which looks do not "
+                        f"wait for; with seeds: {list(looks)} use bonferroni or none (or one look: seeds: "
+                        f"[{looks[-1]}])", ("bonferroni", "none"))
+    spec = SweepSpec(name=name, trials=trials, metric=metric, mode=mode, resources=resources,
                      scheduler=scheduler, stop=_stop(raw), max_failures=max_failures,
                      checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
-                     nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials), confirm=confirm,
-                     correction=correction)
+                     nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials), looks=looks,
+                     first_seed=max(t["seed"] for t in trials) + 1 if nuisance else 0,
+                     margin=_margin(raw), extend=_number("extend", raw.get("extend", 2), 0, integer=True),
+                     family=_family(raw), correction=correction,
+                     grid={k: list(a) for k, a in nuisance.items() if isinstance(a, list)})
+    spec.family_size = _family_size(spec, "family" in raw)
+    return spec
 
 
 def _stage(nuisance) -> str:
@@ -542,15 +575,77 @@ def _choice(raw: dict, key: str, valid: tuple[str, ...]) -> str:
     return value
 
 
-def _confirm(raw: dict, nuisance: dict, repeats: int | None) -> int:
-    """Stage 2's fresh seeds per arm: `confirm`, by default as many as stage 1's `repeats`; 0 without nuisance."""
-    if raw.get("confirm") is None:
-        return (repeats or 1) if nuisance else 0
-    confirm = _number("confirm", raw["confirm"], 1, integer=True)
-    if not nuisance:
-        raise SpecError("confirm", "a spec without nuisance: has no setting to select, so its `repeats` seeds are "
-                        "the confirmation; use repeats: N (or add nuisance:)")
-    return confirm
+def _looks(raw: dict, nuisance: dict, repeats: int | None, sections: list[dict]) -> tuple[int, ...]:
+    """Fresh seeds per arm after each confirmation look: `seeds: [5, 10, 20]` (the default with nuisance), or
+    `confirm: N` (one look). Without nuisance the looks' seeds are the only ones: `repeats: N` is one look of N;
+    with neither, the trials are the grid's."""
+    given = [k for k in ("seeds", "confirm") if raw.get(k) is not None]
+    if len(given) > 1:
+        raise SpecError("confirm", "give the confirmation seeds once: seeds: [5, 10, 20] (looks) or confirm: N "
+                        "(one look), not both")
+    if not given:
+        if nuisance:
+            return verdicts.DEFAULT_LOOKS
+        return (repeats,) if repeats else ()
+    key = given[0]
+    if key == "confirm":
+        looks = (_number("confirm", raw["confirm"], 1, integer=True),)
+    else:
+        looks = _seed_looks(raw["seeds"])
+    if not nuisance and repeats:
+        raise SpecError(key, f"without nuisance, the seeds are the looks' ({list(looks)}); drop repeats: {repeats}")
+    if not nuisance and any("seed" in section for section in sections):
+        raise SpecError(key, "the looks draw the seeds; remove seed from parameters, fixed, variants and configs")
+    return looks
+
+
+def _seed_looks(value: Any) -> tuple[int, ...]:
+    ok = (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                    for v in value) and all(b > a for a, b in zip(value, value[1:])))
+    if not ok:
+        raise SpecError("seeds", f"must be an increasing list of positive integers (the seeds after each look, "
+                        f"e.g. [5, 10, 20]), got {value!r}")
+    return tuple(value)
+
+
+def _margin(raw: dict) -> float:
+    value = raw.get("margin", verdicts.DEFAULT_MARGIN)
+    if not checks.is_number(value) or not 0 < value < 1:
+        raise SpecError("margin", f"must be a number in (0, 1): a difference in test accuracy (0.05 is 5 points), "
+                        f"got {value!r}")
+    return float(value)
+
+
+def _family(raw: dict) -> Any:
+    value = raw.get("family", effects.FAMILY_DEFAULT)
+    if value in effects.FAMILY_WORDS:
+        return value
+    allowed = (*FIELDS, "variant")
+    if not isinstance(value, dict) or not value:
+        raise SpecError("family", f"must be {' or '.join(effects.FAMILY_WORDS)} or a mapping of cell columns to "
+                        f"values (e.g. {{depth: [24]}}), got {value!r}", effects.FAMILY_WORDS)
+    _check_keys("family.", value, allowed)
+    return value
+
+
+def _family_size(spec: SweepSpec, given: bool) -> int:
+    """The family's comparisons; a family that selects none is refused (where the spec named one)."""
+    design = spec.design()
+    size = sum(c.family for c in design.comparisons)
+    if given and not size:
+        cells = sorted({c.key.split("|", 1)[1] for c in design.comparisons if "|" in c.key})
+        raise SpecError("family", f"{spec.family!r} selects no comparison; the comparisons' cells are "
+                        + ("; ".join(cells[:8]) or "(none: this spec compares nothing)"))
+    return size
+
+
+def _valid(train: dict[str, Any]) -> bool:
+    """Whether a training configuration passes every check (a bracket's step past the grid may not)."""
+    try:
+        _checked(train)
+    except OptionError:
+        return False
+    return True
 
 
 def _pack(raw: dict, scheduler: dict[str, Any], trials: list[dict[str, Any]]) -> int | str:

@@ -51,12 +51,15 @@ def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable; `config["trial"]` is a planned item (`{"train": TrainConfig dict, ...}` or a pack)."""
     for folder in config.get("import_paths", []):
         usercode.add_path(folder)
-    cfgs = [TrainConfig.from_dict(m["train"]) for m in packing.members(config["trial"])]
+    items = packing.members(config["trial"])
+    cfgs = [TrainConfig.from_dict(m["train"]) for m in items]
     saved = _load_state(tune.get_checkpoint())
     stop = config.get("member_stop")
-    reporter = _Reporter(len(cfgs), saved, GradientCollapseStopper(**stop) if stop else None,
+    # Only selection trials may stop early: a confirmation trial trains its full budget, as its comparison's do.
+    stoppable = {k for k, m in enumerate(items) if m.get("meta", {}).get("stage") != "confirm"}
+    reporter = _Reporter(len(cfgs), saved, GradientCollapseStopper(**stop) if stop and stoppable else None,
                          int(config.get("checkpoint_every", 1)), config.get("metric", "val_acc"),
-                         config.get("mode", "max"))
+                         config.get("mode", "max"), stoppable)
     train_pack(cfgs, on_epoch=reporter, resume=saved["members"] if saved is not None else None,
                thresholds=Thresholds(**config.get("thresholds", {})), checked=True)
 
@@ -65,9 +68,10 @@ class _Reporter:
     """`train_pack`'s on_epoch: one `tune.report` per epoch; stops the members the stopper names."""
 
     def __init__(self, size: int, saved: dict[str, Any] | None, stopper: GradientCollapseStopper | None,
-                 every: int, metric: str, mode: str):
+                 every: int, metric: str, mode: str, stoppable: set[int]):
         self.saved = saved  # the checkpoint this run resumed from, if any
         self.stopper = stopper  # per member (keyed by its index); None: no member is stopped early
+        self.stoppable = stoppable  # the members the stopper may end (selection trials)
         self.every = every  # checkpoint every this many epochs (and at the end)
         self.metric, self.mode = metric, mode  # the result's metric for Tune's scheduler: the members' best
         self.node = ray.get_runtime_context().get_node_id()
@@ -83,7 +87,7 @@ class _Reporter:
         for k, report in reports.items():
             member = report.as_member(k)
             member.node = self.node
-            if self.stopper is not None and self.stopper(str(k), member.metrics):
+            if self.stopper is not None and k in self.stoppable and self.stopper(str(k), member.metrics):
                 member.stop_reason = self.stopper.reasons[str(k)]
                 stops.add(k)
             trained.append(member)

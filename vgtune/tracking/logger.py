@@ -86,17 +86,17 @@ class RunLogger:
     """The MLflow runs of one sweep invocation (call from one thread only)."""
 
     def __init__(self, uri: str, experiment: str, sweep_id: str, spec_text: str, total_trials: int,
-                 factors: list[str], params: dict[str, str] | None = None, parent_run_id: str | None = None):
+                 factors: list[str], params: dict[str, str] | None = None):
         self.uri = uri
         self.experiment = experiment  # MLflow experiment (= spec name)
         self.sweep_id = sweep_id  # run folder name, stable across --resume
         self.spec_text = spec_text  # the spec as run, logged on the parent run
-        self.total_trials = total_trials
+        self.total_trials = total_trials  # the most trials the sweep's design can run (param `trials_max`)
         self.factors = factors  # options the sweep varies: the trial run names
         self.params = params or {}  # more params of the sweep run (the diagnosis thresholds)
         self._client: MlflowClient | None = None
         self.exp_id: str | None = None
-        self.parent_run_id = parent_run_id  # given: an earlier stage's parent run, which this one continues
+        self.parent_run_id: str | None = None  # this invocation's sweep run
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.steps: dict[str, int] = {}  # trial id -> last epoch logged
         self.probes: dict[str, list[tuple[int, list[float]]]] = {}  # for the plot
@@ -115,14 +115,12 @@ class RunLogger:
         """The experiment, earlier runs of this sweep (a resume), and this invocation's parent run."""
         self.exp_id = experiment_id(self.client, self.uri, self.experiment, DESCRIPTION)
         self._adopt_existing_runs()
-        if self.parent_run_id is not None:  # stage 2 of this invocation: stage 1 made the run
-            return
         run = self.client.create_run(self.exp_id, run_name=f"sweep {self.sweep_id}", tags={
             "vgtune.role": "sweep", "vgtune.sweep": self.sweep_id, "vgtune.resumed": str(bool(self.runs)).lower(),
             "mlflow.source.git.commit": git_commit()})
         self.parent_run_id = run.info.run_id
         self.client.log_text(self.parent_run_id, self.spec_text, "spec.yaml")
-        params = {"trials": str(self.total_trials), "sweep": self.sweep_id} | self.params
+        params = {"trials_max": str(self.total_trials), "sweep": self.sweep_id} | self.params
         self.client.log_batch(self.parent_run_id, params=[Param(k, v) for k, v in params.items()])
         self.client.set_experiment_tag(self.exp_id, f"mlflow.sharedViewState.{VIEW_KEY}",
                                        view_state(self.parent_run_id))
@@ -145,6 +143,7 @@ class RunLogger:
         if self.parent_run_id is None:
             return
         tags = [RunTag(f"trials.{k}", str(v)) for k, v in sorted(self.counts.items())]
+        tags.append(RunTag("trials", str(sum(self.counts.values()))))
         if failures:
             tags.append(RunTag("vgtune.write_failures", str(failures)))
         self.client.log_batch(self.parent_run_id, tags=tags)

@@ -27,7 +27,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS
+from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS, STOP_REASON
 from vgtune.core.schema import FACTORS, RENAMED, RUNNING, parse_param
 from vgtune.tracking.store import client_for, sqlite_path
 
@@ -169,7 +169,8 @@ def _row(run: _Record) -> dict:
     params, metrics, tags = run.params, run.metrics, run.tags
     row = {f: parse_param(f, _param(params, f)) for f in FACTORS}
     row["status"] = tags.get("status", RUNNING)
-    row["diagnosis"] = tags.get("diagnosis", "healthy")
+    # A diverged trial is `diverged` (runs from before that rule could carry their last probe's diagnosis).
+    row["diagnosis"] = "diverged" if row["status"] == "diverged" else tags.get("diagnosis", "healthy")
     row |= {m: _metric(metrics.get(m)) for m in RESULT_METRICS}
     if math.isnan(row["grad_attenuation_final"]):
         row["grad_attenuation_final"] = _metric(metrics.get("grad_attenuation"))
@@ -177,6 +178,7 @@ def _row(run: _Record) -> dict:
         row["epochs_run"] = float(tags["vgtune.epoch"])
     row["theory"] = tags.get("vgtune.theory", "")
     row |= {k: tags.get(f"vgtune.{k}", "") for k in ARM_COLUMNS}
+    row[STOP_REASON] = tags.get("vgtune.stop_reason", "")
     row |= {"mlflow_run_id": run.run_id, "sweep": tags.get("vgtune.sweep"), "end_time": run.end_time}
     row |= {k: _metric(v) for k, v in metrics.items() if k.startswith("block")}
     return row

@@ -1,0 +1,103 @@
+"""The sweep's design as a Ray Tune search algorithm: one Tune experiment whose trials are proposed as results arrive.
+
+    tune.TuneConfig(search_alg=AdaptiveSearch(Design(spec.items, config), pack, slots), num_samples=-1,
+                    max_concurrent_trials=slots)
+
+Tune's `Searcher` contract, as `ray.tune.search.Repeater` uses it: `suggest` hands
+Tune the next trial (a planned item, `vgtune.core.packing.plan`: a trial alone or a
+pack of trials of one shape), None to wait for results, or FINISHED;
+`on_trial_complete` records each member's outcome in the design; `save` /
+`restore` make it resumable (Tune saves it with the experiment state, so a
+resumed sweep continues from the same results and hands out nothing twice).
+Every decision is the design's (`vgtune.analysis.design`); this class only
+carries trials.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from vgtune.analysis.design import Design
+from vgtune.core import packing
+from vgtune.driver.trial_members import members
+
+
+def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials (`{"train": TrainConfig dict, ...}`, or packs of them) by a rough cost (epochs x depth x width^2
+    x members), largest first, spec order among equals: the last ones to start are the short ones, so the
+    trial slots finish together instead of one long trial running on alone at the end."""
+    def cost(item: dict[str, Any]) -> int:
+        train = item["train"]
+        return train["epochs"] * train["depth"] * train["width"] ** 2 * len(packing.members(item))
+    return sorted(trials, key=lambda t: -cost(t))
+
+
+class AdaptiveSearch(Searcher):
+    """Tune's view of a `Design`: its proposed trials, packed, longest first."""
+
+    def __init__(self, design: Design, pack: int | str = "off", slots: int = 1, stop: dict[str, Any] | None = None):
+        super().__init__()
+        self.design = design
+        self.pack = pack  # off | auto | N: trials of one shape packed into one Tune trial (`packing.plan`)
+        self.slots = slots  # trials the cluster runs at once (packs are sized for them)
+        self.stop = stop  # the gradient-collapse stopper's options for selection trials (None: never stop)
+        self.queue: list[dict[str, Any]] = []  # proposed trials not yet handed to Tune
+        self.trials: dict[str, dict[str, Any]] = {}  # Tune trial id -> the planned item it trains
+
+    # -- Tune's contract ------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self.queue += self.design.propose()
+        if not self.queue:
+            return Searcher.FINISHED if self.design.finished else None
+        item = self._next()
+        self.trials[trial_id] = item
+        config: dict[str, Any] = {"trial": item}
+        if self.stop is not None:
+            config["member_stop"] = self.stop
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Record every member that ended. A trial cut short without an error (an interrupt) records nothing:
+        a resumed sweep trains it again."""
+        item = self.trials.get(trial_id)
+        if item is None or (result is None and not error):
+            return
+        ended = members(trial_id, item, result)
+        if not error and not all(m.ended for m in ended):
+            return
+        for m, planned in zip(ended, packing.members(item)):
+            self.design.record(planned, m.row | {"status": m.status("ERROR" if error else "TERMINATED")})
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"design": self.design.state(), "queue": list(self.queue), "trials": dict(self.trials)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.design.restore(state["design"])
+        self.queue, self.trials = list(state["queue"]), dict(state["trials"])
+
+    # -- packing --------------------------------------------------------------------
+    def _next(self) -> dict[str, Any]:
+        """The costliest pack (or trial) the queue plans into; its members leave the queue."""
+        pick = longest_first(packing.plan(self.queue, self.pack, self.slots))[0]
+        taken = {id(m) for m in packing.members(pick)}
+        self.queue = [it for it in self.queue if id(it) not in taken]
+        return pick
+
+    # -- for the progress line and the outcome ---------------------------------------
+    def planned(self) -> int:
+        """Trials handed out so far and queued."""
+        return len(self.design.proposed)
+
+
+__all__ = ["AdaptiveSearch", "longest_first"]
