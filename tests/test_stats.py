@@ -31,7 +31,8 @@ def test_unpaired_interval_is_welchs():
     assert stats.Test(a=a, b=b).interval() == pytest.approx((ci.low, ci.high))
 
 
-@pytest.mark.parametrize("test", [stats.Test(diffs=np.array([0.4])), stats.Test(a=np.array([1.0, 2.0]), b=np.array([0.5]))])
+@pytest.mark.parametrize("test", [stats.Test(diffs=np.array([0.4])),
+                                  stats.Test(a=np.array([1.0, 2.0]), b=np.array([0.5]))])
 def test_one_seed_is_untestable(test):
     assert math.isnan(test.p_value()) and all(math.isnan(v) for v in test.interval()) and math.isnan(test.mde())
 

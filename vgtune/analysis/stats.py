@@ -93,7 +93,12 @@ class Test:
         untestable (one seed; unpaired groups without spread)."""
         if self.constant:
             return 1.0 if self.diffs[0] == 0 else min(1.0, 2.0 ** (1 - len(self.diffs)))
-        return float(self._result().pvalue) if self.spread else math.nan
+        if not self.spread:
+            return math.nan
+        if self.paired:  # scipy's ttest_1samp, without its overhead (the design asks after every result)
+            mean, se, df = self._paired()
+            return float(2 * stats.t.sf(abs(mean / se), df))
+        return float(self._result().pvalue)
 
     def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
         """The (1 - alpha) interval of the mean difference (Student t; for identical differences the sign test's:
@@ -103,8 +108,17 @@ class Test:
             return (d, d) if 2.0 ** (1 - len(self.diffs)) <= alpha else (-math.inf, math.inf)
         if not self.spread:
             return math.nan, math.nan
+        if self.paired:
+            mean, se, df = self._paired()
+            half = _t_quantile(alpha, df) * se
+            return mean - half, mean + half
         ci = self._result().confidence_interval(confidence_level=1 - alpha)
         return float(ci.low), float(ci.high)
+
+    def _paired(self) -> tuple[float, float, int]:
+        """(mean, standard error, degrees of freedom) of the paired differences."""
+        n = len(self.diffs)
+        return float(np.mean(self.diffs)), float(np.std(self.diffs, ddof=1)) / math.sqrt(n), n - 1
 
     def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
         """The smallest true mean difference this many seeds at this spread would call with `power`."""
@@ -114,6 +128,12 @@ class Test:
             return _standard_mde(len(self.diffs), 0, alpha, power) * float(np.std(self.diffs, ddof=1))
         sd = math.sqrt((np.var(self.a, ddof=1) + np.var(self.b, ddof=1)) / 2)
         return _standard_mde(len(self.a), len(self.b), alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=4096)
+def _t_quantile(alpha: float, df: int) -> float:
+    """The two-sided (1 - alpha) Student t quantile."""
+    return float(stats.t.isf(alpha / 2, df))
 
 
 @functools.lru_cache(maxsize=4096)

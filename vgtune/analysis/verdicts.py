@@ -109,11 +109,12 @@ def judge(looks: list[tuple[Test, bool]], plan: Plan) -> Judgement:
     out = Judgement(INCONCLUSIVE, 0, 0, math.nan, math.nan, math.nan, math.nan, math.nan, "no paired seeds")
     for k, (test, neither) in enumerate(looks[:len(levels)]):
         verdict, low, high = at_look(test, neither, levels[k], margin)
-        out = Judgement(verdict or INCONCLUSIVE, k + 1, test.n, test.mean, low, high, test.p_value(), levels[k],
-                        "")
+        out = Judgement(verdict or INCONCLUSIVE, k + 1, test.n, test.mean, low, high, math.nan, levels[k], "")
         if verdict is not None:
-            out.reason = _why(verdict, k, test.n, len(levels))
+            out.p, out.reason = test.p_value(), _why(verdict, k, test.n, len(levels))
             return out
+    if out.look:
+        out.p = looks[out.look - 1][0].p_value()
     if out.look == len(levels):
         out.reason = f"looks spent ({out.seeds} seeds)"
     elif out.look:
