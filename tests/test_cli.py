@@ -3,6 +3,7 @@
 import textwrap
 
 import pandas as pd
+import pytest
 
 from vgtune import cli
 
@@ -23,6 +24,23 @@ def test_probe_ranks_configs_by_attenuation_without_training(tmp_path, capsys):
     assert len(df) == 4 and df["grad_attenuation"].is_monotonic_increasing
     worst = df.iloc[0]
     assert (worst["depth"], worst["activation"], worst["diagnosis"]) == (16, "sigmoid", "vanishing")
+
+
+def test_version_from_the_command_line_and_the_package(capsys):
+    from importlib.metadata import version
+
+    import vgtune
+
+    for flag in ("--version", "-V"):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([flag])
+        assert stop.value.code == 0 and capsys.readouterr().out == f"vgtune {version('vgtune')}\n"
+    assert vgtune.__version__ == version("vgtune")
+
+
+def test_python_m_vgtune_is_the_command_line(python):
+    proc = python.run("-m", "vgtune", "--help", timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: vgtune [-h] [-V] {sweep,probe,report}")
 
 
 def test_report_needs_an_experiment(tmp_path, capsys):

@@ -16,7 +16,20 @@ _ERRORS = {"SpecError": "vgtune.driver.spec", "UnknownExperiment": "vgtune.track
            "TrackingError": "vgtune.tracking.store"}  # what the API raises, besides ValueError and TypeError
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vgtune")
+    except PackageNotFoundError:  # the source tree on sys.path, never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()["__version__"] = _version()
+        return globals()["__version__"]
     if name in _ERRORS:
         import importlib
 
@@ -29,4 +42,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"__version__"})

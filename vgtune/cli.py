@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 
+import vgtune
 from vgtune import api
 from vgtune.driver.spec import SpecError
 from vgtune.tracking.reader import UnknownExperiment
@@ -169,6 +170,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgtune", description="Sweeps that show why deep CNNs stop training.")
+    parser.add_argument("-V", "--version", action="version", version=f"vgtune {vgtune.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sweep(sub)
     _add_probe(sub)
