@@ -52,15 +52,63 @@ def test_import_vgtune_loads_neither_torch_nor_ray(python):
 
 def test_vgtune_exports_the_errors_its_api_raises():
     from vgtune.api import SweepInterrupted
+    from vgtune.core.checks import OptionError
+    from vgtune.core.data import DataError
     from vgtune.driver.spec import SpecError
     from vgtune.tracking.reader import UnknownExperiment
     from vgtune.tracking.store import TrackingError
 
     assert (vgtune.SweepInterrupted, vgtune.SpecError, vgtune.UnknownExperiment, vgtune.TrackingError) == \
         (SweepInterrupted, SpecError, UnknownExperiment, TrackingError)
+    assert all(issubclass(e, vgtune.InputError) and issubclass(e, ValueError)
+               for e in (SpecError, OptionError, DataError, UnknownExperiment))
+    assert issubclass(TrackingError, vgtune.VgtuneError) and issubclass(vgtune.InputError, vgtune.VgtuneError)
+    assert not issubclass(SweepInterrupted, Exception)  # `except Exception` never swallows Ctrl-C
     assert all(hasattr(vgtune, name) for name in vgtune.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vgtune.nope  # noqa: B018
+
+
+BAD_VALUES = [  # (call, the error's path, its valid values (a prefix), its one line)
+    (lambda spec: vgtune.probe(depth=0), "depth", (), "depth must be an integer >= 1, got 0"),
+    (lambda spec: vgtune.probe(activation="swish"), "activation", ("relu", "leaky_relu"),
+     "unknown activation 'swish'; valid: relu, leaky_relu, elu, selu, gelu, silu, tanh, sigmoid, identity"),
+    (lambda spec: vgtune.probe({"depht": 3}), "depht", ("depth", "width"), "unknown training option(s) depht; valid: "),
+    (lambda spec: vgtune.probe(dataset="mnist"), "dataset", (), "dataset 'mnist' needs a data root"),
+    (lambda spec: vgtune.sweep(spec, verbose=5), "verbose", (), "verbose must be 0, 1 or 2, got 5"),
+    (lambda spec: vgtune.sweep(spec, num_cpus=0), "num_cpus", (), "num_cpus must be an integer >= 1, got 0"),
+    (lambda spec: vgtune.sweep(spec, overrides={"fixed.epochs": 0}), "fixed", (),
+     "fixed: epochs must be an integer >= 1, got 0"),
+    (lambda spec: vgtune.sweep(spec.parent / "none.yaml"), "", (), "spec file "),
+    (lambda spec: vgtune.report(tracking_uri="bogus://store"), "tracking_uri", (),
+     "tracking_uri: tracking URI 'bogus://store': scheme must be sqlite, http(s) or file"),
+]
+
+
+@pytest.mark.parametrize("call, path, valid, line", BAD_VALUES)
+def test_every_bad_value_raises_one_error_class_with_its_path(spec, call, path, valid, line):
+    """Whatever the function and the layer that finds it, a bad value is a vgtune.InputError (a ValueError) that
+    carries its key path, its problem and the valid values, before Ray starts."""
+    with pytest.raises(vgtune.InputError) as err:
+        call(spec)
+    assert (err.value.path, err.value.valid[:len(valid)]) == (path, valid) and err.value.problem
+    assert str(err.value).startswith(line) and isinstance(err.value, ValueError)
+
+
+def test_an_unknown_keyword_is_a_type_error_and_errors_pickle_with_their_fields(spec):
+    import pickle
+
+    with pytest.raises(TypeError, match="unknown keyword 'epoch'"):
+        vgtune.sweep(spec, epoch=1)
+    from vgtune.core.checks import OptionError
+    from vgtune.tracking.reader import UnknownExperiment
+
+    for exc in (vgtune.SpecError("a.b", "bad", ["x"]), OptionError("depth", "depth is bad", ["1"], rule="is bad"),
+                UnknownExperiment("sweep", "no sweep 's'", ["e1", "e2"], "its sweeps")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert (type(back), str(back), back.__dict__) == (type(exc), str(exc), exc.__dict__)
+    assert str(UnknownExperiment("experiment", "no experiment 'x' in m.db", [])) == \
+        "no experiment 'x' in m.db; existing: (none)"
 
 
 @pytest.fixture

@@ -6,14 +6,20 @@
     vgtune.report()                                # the most recent sweep's experiment again, from MLflow
     vgtune.probe(depth=24, activation="sigmoid")   # gradient flow at initialization, no training
 
+Every bad value given to them raises `vgtune.InputError` (with its `path`,
+`problem` and `valid` values), every error vgtune raises on purpose is a
+`vgtune.VgtuneError`; an unknown keyword is a TypeError.
+
 The functions live in `vgtune.api`, imported on first use: `import vgtune` (and
 `vgtune.driver.spec`) loads neither torch nor Ray.
 """
 
-__all__ = ["sweep", "report", "probe", "SweepResult", "SweepInterrupted", "SpecError", "UnknownExperiment",
-           "TrackingError"]
+from vgtune.exceptions import InputError, VgtuneError
+
+__all__ = ["sweep", "report", "probe", "SweepResult", "SweepInterrupted", "VgtuneError", "InputError", "SpecError",
+           "UnknownExperiment", "TrackingError"]
 _ERRORS = {"SpecError": "vgtune.driver.spec", "UnknownExperiment": "vgtune.tracking.reader",
-           "TrackingError": "vgtune.tracking.store"}  # what the API raises, besides ValueError and TypeError
+           "TrackingError": "vgtune.tracking.store"}  # the InputError and VgtuneError subclasses the API raises
 
 
 def _version() -> str:

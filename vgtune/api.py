@@ -9,6 +9,7 @@
     vgtune.report(sweep=None)   # re-analyse the most recent sweep's experiment (or a named one) -> same result type
     vgtune.probe(depth=24, activation="sigmoid")  # gradient flow at initialization, no training -> dict
 
+A bad value raises `vgtune.InputError` naming its key path and the valid values; an unknown keyword is a TypeError.
 The command line (`vgtune.cli`) parses its arguments, calls these functions and
 prints what they return. Torch, Ray and MLflow are imported on the first call,
 not by `import vgtune`.
@@ -28,6 +29,7 @@ import yaml
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FIELDS
 from vgtune.driver import spec as spec_mod
+from vgtune.exceptions import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,6 +180,7 @@ def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     Raises SweepInterrupted if Ctrl-C or SIGTERM stopped it first."""
     from vgtune.driver.runner import SweepOptions, run_sweep
 
+    _check_options(num_cpus, resume, verbose)
     loaded = _load(spec, overrides, values)
     options = SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage),
                            out=os.fspath(out), resume=resume, num_cpus=num_cpus, verbose=verbose)
@@ -185,6 +188,17 @@ def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     if outcome.unfinished:
         raise SweepInterrupted(outcome, loaded.total_trials)
     return outcome
+
+
+def _check_options(num_cpus: int | None, resume: bool, verbose: int) -> None:
+    """The sweep options that no later step checks: InputError naming the option."""
+    from vgtune.core import checks
+
+    if num_cpus is not None:
+        checks.integer("num_cpus", num_cpus, 1)
+    checks.boolean("resume", resume)
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise checks.invalid("verbose", f"must be 0, 1 or 2, got {verbose!r}")
 
 
 def sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
@@ -205,8 +219,8 @@ def sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] 
     verbose: 0 silent; 1 one progress line; 2 Tune's status table and trial events.
 
     The report covers every trial of the experiment in the store (a configuration run twice counts once,
-    the newest finished run winning), as `vgtune sweep` prints it. Raises SpecError for a spec that cannot
-    run (before Ray starts), SweepInterrupted if Ctrl-C or SIGTERM stopped the sweep.
+    the newest finished run winning), as `vgtune sweep` prints it. Raises InputError for a bad value (SpecError
+    for a spec that cannot run), before Ray starts; SweepInterrupted if Ctrl-C or SIGTERM stopped the sweep.
     """
     outcome = run_trials(spec, overrides, tracking_uri=tracking_uri, storage=storage, out=out, num_cpus=num_cpus,
                          address=address, resume=resume, verbose=verbose, **values)
@@ -226,13 +240,13 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         an experiment name (a spec's `name`: every sweep of it); or one sweep's id as `vgtune sweep` printed it
         (e.g. "tiny-20261202-031500": that invocation's runs only, as `--sweep`).
     experiment: the experiment, where `sweep` names one of its sweeps.
-    Raises UnknownExperiment listing what the store holds.
+    Raises UnknownExperiment (an InputError) listing what the store holds, InputError at `tracking_uri` for a store
+    that cannot be reached.
     """
     from vgtune.analysis import report as report_mod
     from vgtune.tracking.reader import UnknownExperiment, experiment_of, experiments, last_experiment
-    from vgtune.tracking.store import resolve_uri
 
-    uri = resolve_uri(tracking_uri)
+    uri = _checked_uri(tracking_uri)
     only = sweep
     if experiment is None and sweep is None:
         experiment = last_experiment(uri)
@@ -241,11 +255,23 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
     elif experiment is None:
         experiment = experiment_of(uri, sweep)
         if experiment is None:
-            raise UnknownExperiment(f"no experiment or sweep {sweep!r} in {uri}; experiments: "
-                                    f"{', '.join(experiments(uri)) or '(none)'}")
+            raise UnknownExperiment("sweep", f"no experiment or sweep {sweep!r} in {uri}", experiments(uri),
+                                    "experiments")
     made = report_mod.make(experiment, uri, Path(out), sweep=only)
     return SweepResult(made.tables["trials"], made.tables["effects"], made.folder, experiment, uri, made.findings,
                        made.tables)
+
+
+def _checked_uri(tracking_uri: str | None) -> str:
+    """The MLflow store to read, checked: InputError at `tracking_uri` if it cannot be reached or written."""
+    from vgtune.tracking.store import check_uri, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    try:
+        check_uri(uri)
+    except ValueError as exc:
+        raise InputError("tracking_uri", str(exc)) from None
+    return uri
 
 
 # ------------------------------------------------------------------ probe

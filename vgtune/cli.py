@@ -16,7 +16,7 @@ import time
 import vgtune
 from vgtune import api
 from vgtune.driver.spec import SpecError
-from vgtune.tracking.reader import UnknownExperiment
+from vgtune.exceptions import InputError
 from vgtune.tracking.store import TrackingError
 
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         code = handler(args)
         sys.stdout.flush()
         return code
-    except (SpecError, UnknownExperiment) as exc:
+    except InputError as exc:  # a spec, an option, an experiment, a dataset
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 2
     except TrackingError as exc:
