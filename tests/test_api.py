@@ -35,7 +35,7 @@ print(json.dumps({
     "mitigations": r.verdicts["mitigation"].tolist(), "verdicts": r.verdicts["verdict"].tolist(),
     "report_dir": str(r.report_dir), "files": sorted(p.name for p in r.report_dir.iterdir()),
     "again": [again.experiment, len(again.trials), str(again.report_dir)], "one": len(one.trials),
-    "probe": sorted(flow) + [flow["summary"]["diagnosis"]],
+    "probe": [flow.diagnosis, flow.blocks["block"].tolist()],
 }))
 """
 
@@ -44,6 +44,7 @@ def test_import_vgtune_loads_neither_torch_nor_ray(python):
     code = ("import sys, vgtune, vgtune.driver.spec\n"
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n"
             "assert callable(vgtune.sweep) and callable(vgtune.report) and callable(vgtune.probe)\n"
+            "assert vgtune.__version__ and vgtune.InputError and vgtune.VgtuneError and vgtune.ProbeResult\n"
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy api import'\n")
     proc = python.run("-c", code, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -74,6 +75,10 @@ BAD_VALUES = [  # (call, the error's path, its valid values (a prefix), its one 
     (lambda spec: vgtune.probe(activation="swish"), "activation", ("relu", "leaky_relu"),
      "unknown activation 'swish'; valid: relu, leaky_relu, elu, selu, gelu, silu, tanh, sigmoid, identity"),
     (lambda spec: vgtune.probe({"depht": 3}), "depht", ("depth", "width"), "unknown training option(s) depht; valid: "),
+    (lambda spec: vgtune.probe(thresholds={"vanish": -1}), "thresholds.vanish", ("exploding", "vanishing"),
+     "thresholds.vanish: unknown threshold; valid: exploding, vanishing, dead, saturated, saturation_eps"),
+    (lambda spec: vgtune.probe(thresholds={"vanishing": 1}), "thresholds.vanishing", (),
+     "thresholds.vanishing: must be a number < 0, got 1"),
     (lambda spec: vgtune.probe(dataset="mnist"), "dataset", (), "dataset 'mnist' needs a data root"),
     (lambda spec: vgtune.sweep(spec, verbose=5), "verbose", (), "verbose must be 0, 1 or 2, got 5"),
     (lambda spec: vgtune.sweep(spec, num_cpus=0), "num_cpus", (), "num_cpus must be an integer >= 1, got 0"),
@@ -98,6 +103,9 @@ def test_every_bad_value_raises_one_error_class_with_its_path(spec, call, path, 
 def test_an_unknown_keyword_is_a_type_error_and_errors_pickle_with_their_fields(spec):
     import pickle
 
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'depht'; valid: config, thresholds or a "
+                                        r"training option \(depth, "):
+        vgtune.probe(depht=3)
     with pytest.raises(TypeError, match="unknown keyword 'epoch'"):
         vgtune.sweep(spec, epoch=1)
     from vgtune.core.checks import OptionError
@@ -148,11 +156,24 @@ def test_an_unknown_keyword_names_the_valid_ones(spec):
 
 
 def test_probe_one_configuration_without_training():
-    flow = vgtune.probe(depth=12, activation="sigmoid", width=4)
-    assert sorted(flow) == ["config", "series", "summary"]
-    assert flow["config"]["depth"] == 12 and flow["summary"]["diagnosis"] == "vanishing"
-    with pytest.raises(ValueError, match="unknown training option.*depht"):
-        vgtune.probe(depht=3)
+    """A typed result: the options that shape the probe, the summary in stated units, integer blocks, no series
+    that cannot be measured at initialization, a one-line repr."""
+    flow = vgtune.probe(depth=12, activation="sigmoid", width=4, lr=0.3, epochs=9)
+    assert isinstance(flow, vgtune.ProbeResult) and flow.diagnosis == "vanishing" and flow.grad_attenuation < -5
+    assert flow.config == {"depth": 12, "width": 4, "kernel_size": 3, "activation": "sigmoid", "init": "default",
+                           "init_scale": 1.0, "norm": "none", "residual": "none", "pool": "none", "dropout": 0.0,
+                           "arch": "cnn", "dataset": "digits", "batch_size": 64, "seed": 0, "init_probe_batches": 2}
+    assert flow.blocks["block"].tolist() == list(range(1, 13)) and flow.blocks["block"].dtype.kind == "i"
+    assert list(flow.blocks.columns) == ["block", "grad_norm", "weight_grad_norm", "act_mean", "act_std", "dead_frac",
+                                         "saturated_frac"]  # update_ratio: no update was made
+    assert isinstance(flow.worst_drop_block, int) and 2 <= flow.worst_drop_block <= 12
+    assert flow.units()["grad_attenuation"] == flow.units()["grad_attenuation_predicted"] == "decades"
+    assert set(flow.units()) == {k for k, v in flow.summary().items() if not isinstance(v, str)}
+    assert flow.summary()["grad_norm_first"] == flow.blocks["grad_norm"].iloc[0]
+    assert repr(flow).startswith("ProbeResult(depth=12, width=4, activation='sigmoid', init='default', norm='none', "
+                                 "residual='none': vanishing; grad_attenuation -") and len(repr(flow)) < 300
+    one = vgtune.probe(depth=1, model_args={}, seed=3)
+    assert one.worst_drop_block is None and one.config["seed"] == 3 and "model_args" not in one.config
 
 
 def test_a_script_sweeps_reports_and_probes(tmp_path, python):
@@ -170,4 +191,4 @@ def test_a_script_sweeps_reports_and_probes(tmp_path, python):
     assert got["report_dir"] == str(tmp_path / "reports" / "api")
     assert {"trials.csv", "ranking.csv", "mitigations.csv", "report.md", "report.html"} <= set(got["files"])
     assert got["again"] == ["api", 2, str(tmp_path / "again" / "api")] and got["one"] == 2
-    assert got["probe"] == ["config", "series", "summary", "healthy"]
+    assert got["probe"] == ["healthy", [1, 2, 3]]

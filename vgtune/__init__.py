@@ -16,8 +16,8 @@ The functions live in `vgtune.api`, imported on first use: `import vgtune` (and
 
 from vgtune.exceptions import InputError, VgtuneError
 
-__all__ = ["sweep", "report", "probe", "SweepResult", "SweepInterrupted", "VgtuneError", "InputError", "SpecError",
-           "UnknownExperiment", "TrackingError"]
+__all__ = ["sweep", "report", "probe", "SweepResult", "ProbeResult", "SweepInterrupted", "VgtuneError", "InputError",
+           "SpecError", "UnknownExperiment", "TrackingError"]
 _ERRORS = {"SpecError": "vgtune.driver.spec", "UnknownExperiment": "vgtune.tracking.reader",
            "TrackingError": "vgtune.tracking.store"}  # the InputError and VgtuneError subclasses the API raises
 

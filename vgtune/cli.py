@@ -42,7 +42,8 @@ def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="gradient flow at initialization for every config of a spec (no training)")
     p.add_argument("spec")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default="reports", help="writes OUT/<name>/probe.csv (default: reports)")
+    p.add_argument("--out", default="reports", help="writes OUT/<name>/probe.csv, probe_blocks.csv and "
+                                                    "probe_profiles.png (default: reports)")
 
 
 def _add_report(sub) -> None:
@@ -154,6 +155,8 @@ def cmd_probe(args) -> int:
         print(result.table.to_string(index=False, max_rows=60))
     print(f"\n{len(result.table)} configurations probed at initialization in {result.seconds:.1f}s "
           f"-> {result.path}")
+    print(f"per-block series: {result.blocks_path}")
+    print(f"profiles:         {result.profiles} (gradient norm per block, log scale)")
     for path, critical in result.phase_diagrams:
         print(f"phase diagram: {path} (theory: chi_1 = 1 at init_scale {critical:.3g})")
     return 0
