@@ -35,7 +35,7 @@ print(json.dumps({
     "mitigations": r.verdicts["mitigation"].tolist(), "verdicts": r.verdicts["verdict"].tolist(),
     "report_dir": str(r.report_dir), "files": sorted(p.name for p in r.report_dir.iterdir()),
     "again": [again.experiment, len(again.trials), str(again.report_dir)], "one": len(one.trials),
-    "probe": [flow.diagnosis, flow.blocks["block"].tolist()],
+    "probe": [flow.diagnosis, flow.blocks["block"].tolist()], "repr": repr(r),
 }))
 """
 
@@ -176,6 +176,19 @@ def test_probe_one_configuration_without_training():
     assert one.worst_drop_block is None and one.config["seed"] == 3 and "model_args" not in one.config
 
 
+def test_a_loaded_sweep_result_reprs_in_one_line(tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    pd.DataFrame({"depth": [4] * 40, "test_acc": [0.5] * 40}).to_csv(folder / "trials.csv", index=False)
+    pd.DataFrame({"depth": [4, 4, 4], "verdict": ["helps", "inconclusive", "helps"]}).to_csv(
+        folder / "mitigations.csv", index=False)
+    result = api.SweepResult.load(folder)
+    assert repr(result) == (f"SweepResult(experiment='exp', trials=40, verdicts: 2 helps, 1 inconclusive, "
+                            f"report_dir={str(folder)!r})")
+
+
 def test_a_script_sweeps_reports_and_probes(tmp_path, python):
     """The API as a script runs it: its own process, its own local Ray, a SQLite store under tmp_path."""
     (tmp_path / "spec.yaml").write_text(SPEC)
@@ -192,3 +205,5 @@ def test_a_script_sweeps_reports_and_probes(tmp_path, python):
     assert {"trials.csv", "ranking.csv", "mitigations.csv", "report.md", "report.html"} <= set(got["files"])
     assert got["again"] == ["api", 2, str(tmp_path / "again" / "api")] and got["one"] == 2
     assert got["probe"] == ["healthy", [1, 2, 3]]
+    assert got["repr"] == ("SweepResult(experiment='api', trials=2, verdicts: 1 inconclusive, "
+                           f"report_dir={got['report_dir']!r})")

@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 SWEEP_OPTIONS = ("tracking_uri", "storage", "out", "num_cpus", "address", "resume", "verbose")
 
 
-@dataclass
+@dataclass(repr=False)
 class SweepResult:
-    """What a sweep concluded, as its report folder holds it."""
+    """What a sweep concluded, as its report folder holds it. Its repr is one line (experiment, trials, verdicts,
+    report folder); the tables are its fields."""
 
     trials: pd.DataFrame  # the trials table: one row per trial, as report_dir/trials.csv
     verdicts: pd.DataFrame  # one row per comparison (mitigation x depth x cell): effect, interval, p_adjusted,
@@ -56,6 +57,12 @@ class SweepResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # every table of the report by key: trials,
     # effects (= verdicts), ranking, remedies, main_effects, best_per_depth, depth_trends, edges, ...
     outcome: SweepOutcome | None = None  # what Ray Tune ran (`sweep` only): sweep_id, wall time, concurrency, ...
+
+    def __repr__(self) -> str:
+        verdicts = self.verdicts["verdict"].value_counts() if "verdict" in self.verdicts.columns else {}
+        counts = ", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none"
+        return (f"SweepResult(experiment={self.experiment!r}, trials={len(self.trials)}, verdicts: {counts}, "
+                f"report_dir={os.fspath(self.report_dir)!r})")
 
     @property
     def ranking(self) -> pd.DataFrame:
