@@ -8,7 +8,8 @@
 
 Every bad value given to them raises `vgtune.InputError` (with its `path`,
 `problem` and `valid` values), every error vgtune raises on purpose is a
-`vgtune.VgtuneError`; an unknown keyword is a TypeError.
+`vgtune.VgtuneError`; an unknown keyword is a TypeError. A user's own network
+takes its building blocks by name from `vgtune.layers`.
 
 The functions live in `vgtune.api`, imported on first use: `import vgtune` (and
 `vgtune.driver.spec`) loads neither torch nor Ray.
