@@ -136,3 +136,10 @@ def test_a_user_sees_the_warning_with_pythons_default_filters(tmp_path, python):
     assert proc.stderr.count("FutureWarning") == 1, proc.stderr
     assert re.search(r"oldnet\.py:4: FutureWarning: vgtune\.models is deprecated .* import vgtune\.core\.models "
                      r"instead \(building blocks for your own model: import them from vgtune\.layers\)", proc.stderr)
+
+
+def test_python_m_on_an_old_path_runs_the_new_module(python):
+    proc = python.run("-m", "vgtune.cluster", "--help", timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m vgtune.driver.cluster"), proc.stderr
+    assert "FutureWarning: python -m vgtune.cluster is deprecated" in proc.stderr and "run python -m " \
+        "vgtune.driver.cluster" in proc.stderr

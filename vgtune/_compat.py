@@ -74,12 +74,14 @@ def message(old: str, new: str) -> str:
 def forward(name: str, spec: ModuleSpec | None = None) -> None:
     """Make the old module `name` (its `__name__`; `spec` its `__spec__`) read every name from its new module,
     after one FutureWarning. Run as `python -m` (name `__main__`), it runs the new module instead."""
-    old = spec.name if name == "__main__" and spec is not None else name
-    new = MOVED[old]
-    warnings.warn(message(old, new), FutureWarning, stacklevel=3)  # at the user's import, past importlib's frames
-    if name == "__main__":
+    if name == "__main__" and spec is not None:
+        new = MOVED[spec.name]
+        warnings.warn(f"python -m {spec.name} is deprecated and will be removed in a future release; run "
+                      f"python -m {new}", FutureWarning, stacklevel=2)
         runpy.run_module(new, run_name="__main__", alter_sys=True)
         return
+    new = MOVED[name]
+    warnings.warn(message(name, new), FutureWarning, stacklevel=3)  # at the user's import, past importlib's frames
     target = importlib.import_module(new)
     module = sys.modules[name]
     module.__getattr__ = lambda attr: _read(target, name, attr)  # PEP 562: names the shim lacks
