@@ -172,7 +172,9 @@ def test_probe_one_configuration_without_training():
     assert flow.summary()["grad_norm_first"] == flow.blocks["grad_norm"].iloc[0]
     assert repr(flow).startswith("ProbeResult(depth=12, width=4, activation='sigmoid', init='default', norm='none', "
                                  "residual='none': vanishing; grad_attenuation -") and len(repr(flow)) < 300
-    one = vgtune.probe(depth=1, model_args={}, seed=3)
+    from vgtune.core.schema import TrainConfig
+
+    one = vgtune.probe(TrainConfig(depth=1, model_args={}), seed=3)  # a TrainConfig too; keywords win
     assert one.worst_drop_block is None and one.config["seed"] == 3 and "model_args" not in one.config
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from vgtune.core.diagnosis import Thresholds
-from vgtune.core.schema import FIELDS
+from vgtune.core.schema import FIELDS, TrainConfig
 from vgtune.driver import spec as spec_mod
 from vgtune.exceptions import InputError
 
@@ -345,25 +345,25 @@ class ProbeResult:
                 f"{len(self.blocks)} blocks)")
 
 
-def probe(config: Mapping[str, Any] | None = None, *, thresholds: Thresholds | Mapping[str, float] | None = None,
-          **values: Any) -> ProbeResult:
+def probe(config: TrainConfig | Mapping[str, Any] | None = None, *,
+          thresholds: Thresholds | Mapping[str, float] | None = None, **values: Any) -> ProbeResult:
     """Gradient flow at initialization of one network, no training: `vgtune.probe(depth=24, activation="sigmoid")`.
 
-    config, **values: training options (TrainConfig fields; keywords win over `config`). thresholds: the diagnosis
-        thresholds (a Thresholds or a mapping of its fields).
+    config, **values: training options (a TrainConfig or a mapping of its fields; keywords win over `config`).
+        thresholds: the diagnosis thresholds (a Thresholds or a mapping of its fields).
     Returns a ProbeResult: the options that matter to the probe, the attenuation in decades, the diagnosis, the
     mean-field prediction and the per-block series (`blocks`).
     Raises TypeError for an unknown keyword (listing the valid ones) and InputError (its `path`, `problem`,
     `valid`) for a bad value, an unknown key of `config` or `thresholds`, or data that cannot be loaded.
     """
-    from vgtune.core.train import TrainConfig
-
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise TypeError(f"probe() got an unexpected keyword argument {unknown[0]!r}; valid: config, thresholds or "
                         f"a training option ({', '.join(FIELDS)})")
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
     if config is not None and not isinstance(config, Mapping):
-        raise TypeError(f"config: a mapping of training options, got {type(config).__name__}")
+        raise TypeError(f"config: a TrainConfig or a mapping of training options, got {type(config).__name__}")
     cfg = TrainConfig.from_dict(dict(config or {}) | values)
     return _probe(cfg, _thresholds(thresholds))
 
@@ -393,7 +393,6 @@ def _probe(cfg, thresholds: Thresholds, checked: bool = False) -> ProbeResult:
     """`cfg` (a TrainConfig) probed at initialization, as a ProbeResult."""
     import pandas as pd
 
-    from vgtune.core.schema import TrainConfig
     from vgtune.core.train import probe as probe_config
 
     raw = probe_config(cfg, thresholds, checked=checked)
@@ -433,7 +432,6 @@ def probe_spec(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     import pandas as pd
 
     from vgtune.analysis import probe_figure
-    from vgtune.core.train import TrainConfig
 
     loaded = _load(spec, overrides, values)
     spec_mod.check_data(loaded)
