@@ -3,6 +3,7 @@
 import textwrap
 
 import pandas as pd
+import pytest
 
 from vgtune import cli
 
@@ -23,6 +24,41 @@ def test_probe_ranks_configs_by_attenuation_without_training(tmp_path, capsys):
     assert len(df) == 4 and df["grad_attenuation"].is_monotonic_increasing
     worst = df.iloc[0]
     assert (worst["depth"], worst["activation"], worst["diagnosis"]) == (16, "sigmoid", "vanishing")
+
+
+def test_probe_keeps_each_configurations_blocks_and_draws_their_profiles(tmp_path, capsys):
+    """probe_blocks.csv: one row per configuration and block, joined to probe.csv by `config`; the profiles'
+    figure beside it; the command says where both are."""
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: prof\nparameters: {depth: [2, 5], activation: [tanh, relu]}\nfixed: {width: 4}\n")
+    assert cli.main(["probe", str(spec), "--out", str(tmp_path)]) == 0
+    out, folder = capsys.readouterr().out, tmp_path / "prof"
+    blocks, table = pd.read_csv(folder / "probe_blocks.csv"), pd.read_csv(folder / "probe.csv")
+    assert list(blocks.columns) == ["config", "depth", "activation", "block", "grad_norm", "weight_grad_norm",
+                                    "act_mean", "act_std", "dead_frac", "saturated_frac"]
+    assert len(blocks) == 2 + 2 + 5 + 5 and blocks["block"].dtype.kind == "i"
+    assert blocks.groupby("config")["block"].max().to_dict() == table.set_index("config")["depth"].to_dict()
+    first = blocks[blocks["block"] == 1].set_index("config")["grad_norm"]
+    assert first.to_dict() == table.set_index("config")["grad_norm_first"].to_dict()
+    assert (folder / "probe_profiles.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"per-block series: {folder / 'probe_blocks.csv'}" in out and str(folder / "probe_profiles.png") in out
+
+
+def test_version_from_the_command_line_and_the_package(capsys):
+    from importlib.metadata import version
+
+    import vgtune
+
+    for flag in ("--version", "-V"):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([flag])
+        assert stop.value.code == 0 and capsys.readouterr().out == f"vgtune {version('vgtune')}\n"
+    assert vgtune.__version__ == version("vgtune")
+
+
+def test_python_m_vgtune_is_the_command_line(python):
+    proc = python.run("-m", "vgtune", "--help", timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: vgtune [-h] [-V] {sweep,probe,report}")
 
 
 def test_report_needs_an_experiment(tmp_path, capsys):

@@ -28,6 +28,29 @@ def test_unknown_norm_lists_choices():
         get_norm("bn", 8)
 
 
+def test_a_user_model_takes_its_building_blocks_by_name_from_vgtune_layers():
+    """The public home of the tables: the names a spec may give, a lookup that lists them, init by name."""
+    import torch.nn as nn
+
+    import vgtune
+    from vgtune import layers
+
+    assert (layers.list_activations(), layers.list_norms(), layers.list_inits(), layers.list_residuals()) == (
+        ACTIVATIONS.names(), NORMS.names(), INITS.names(), RESIDUALS.names())
+    assert isinstance(layers.get_activation("tanh"), nn.Tanh) and isinstance(layers.get_norm("batch", 4),
+                                                                             nn.BatchNorm2d)
+    with pytest.raises(vgtune.InputError) as err:
+        layers.get_norm("bn", 4)
+    assert (err.value.path, err.value.valid) == ("norm", tuple(layers.list_norms()))
+    block = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Linear(4, 4))
+    assert layers.add_branch_scale(block, "rezero") and block.alpha.requires_grad and block.alpha.item() == 0
+    layers.init_weights(block, "orthogonal", "identity", scale=0.5)  # gain 1
+    w = block[0].weight.flatten(1)
+    assert torch.allclose(w @ w.T, 0.25 * torch.eye(4), atol=1e-5) and block[1].bias.abs().sum() == 0
+    with pytest.raises(vgtune.InputError, match="unknown activation 'tanhh'"):
+        layers.init_weights(block, "xavier_normal", "tanhh")
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
         ModelConfig(depth=0).validate()

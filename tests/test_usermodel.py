@@ -17,7 +17,7 @@ SEQNET = """
 import torch
 import torch.nn as nn
 
-from vgtune.core.models import get_activation
+from vgtune.layers import get_activation
 
 
 def build(depth, width, activation, norm, residual, num_classes, in_channels, image_size, hidden):

@@ -7,8 +7,9 @@
     result.verdicts    # pandas DataFrame: one row per comparison (effect, interval, p_adjusted, verdict)
     result.report_dir  # pathlib.Path of the written report
     vgtune.report(sweep=None)   # re-analyse the most recent sweep's experiment (or a named one) -> same result type
-    vgtune.probe(depth=24, activation="sigmoid")  # gradient flow at initialization, no training -> dict
+    vgtune.probe(depth=24, activation="sigmoid")  # gradient flow at initialization, no training -> ProbeResult
 
+A bad value raises `vgtune.InputError` naming its key path and the valid values; an unknown keyword is a TypeError.
 The command line (`vgtune.cli`) parses its arguments, calls these functions and
 prints what they return. Torch, Ray and MLflow are imported on the first call,
 not by `import vgtune`.
@@ -16,6 +17,8 @@ not by `import vgtune`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -26,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from vgtune.core.diagnosis import Thresholds
-from vgtune.core.schema import FIELDS
+from vgtune.core.schema import FIELDS, TrainConfig
 from vgtune.driver import spec as spec_mod
+from vgtune.exceptions import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,9 +42,10 @@ if TYPE_CHECKING:
 SWEEP_OPTIONS = ("tracking_uri", "storage", "out", "num_cpus", "address", "resume", "verbose")
 
 
-@dataclass
+@dataclass(repr=False)
 class SweepResult:
-    """What a sweep concluded, as its report folder holds it."""
+    """What a sweep concluded, as its report folder holds it. Its repr is one line (experiment, trials, verdicts,
+    report folder); the tables are its fields."""
 
     trials: pd.DataFrame  # the trials table: one row per trial, as report_dir/trials.csv
     verdicts: pd.DataFrame  # one row per comparison (mitigation x depth x cell): effect, interval, p_adjusted,
@@ -52,6 +57,12 @@ class SweepResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # every table of the report by key: trials,
     # effects (= verdicts), ranking, remedies, main_effects, best_per_depth, depth_trends, edges, ...
     outcome: SweepOutcome | None = None  # what Ray Tune ran (`sweep` only): sweep_id, wall time, concurrency, ...
+
+    def __repr__(self) -> str:
+        verdicts = self.verdicts["verdict"].value_counts() if "verdict" in self.verdicts.columns else {}
+        counts = ", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none"
+        return (f"SweepResult(experiment={self.experiment!r}, trials={len(self.trials)}, verdicts: {counts}, "
+                f"report_dir={os.fspath(self.report_dir)!r})")
 
     @property
     def ranking(self) -> pd.DataFrame:
@@ -178,6 +189,7 @@ def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     Raises SweepInterrupted if Ctrl-C or SIGTERM stopped it first."""
     from vgtune.driver.runner import SweepOptions, run_sweep
 
+    _check_options(num_cpus, resume, verbose)
     loaded = _load(spec, overrides, values)
     options = SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage),
                            out=os.fspath(out), resume=resume, num_cpus=num_cpus, verbose=verbose)
@@ -185,6 +197,17 @@ def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     if outcome.unfinished:
         raise SweepInterrupted(outcome, loaded.total_trials)
     return outcome
+
+
+def _check_options(num_cpus: int | None, resume: bool, verbose: int) -> None:
+    """The sweep options that no later step checks: InputError naming the option."""
+    from vgtune.core import checks
+
+    if num_cpus is not None:
+        checks.integer("num_cpus", num_cpus, 1)
+    checks.boolean("resume", resume)
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise checks.invalid("verbose", f"must be 0, 1 or 2, got {verbose!r}")
 
 
 def sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
@@ -205,8 +228,8 @@ def sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] 
     verbose: 0 silent; 1 one progress line; 2 Tune's status table and trial events.
 
     The report covers every trial of the experiment in the store (a configuration run twice counts once,
-    the newest finished run winning), as `vgtune sweep` prints it. Raises SpecError for a spec that cannot
-    run (before Ray starts), SweepInterrupted if Ctrl-C or SIGTERM stopped the sweep.
+    the newest finished run winning), as `vgtune sweep` prints it. Raises InputError for a bad value (SpecError
+    for a spec that cannot run), before Ray starts; SweepInterrupted if Ctrl-C or SIGTERM stopped the sweep.
     """
     outcome = run_trials(spec, overrides, tracking_uri=tracking_uri, storage=storage, out=out, num_cpus=num_cpus,
                          address=address, resume=resume, verbose=verbose, **values)
@@ -226,13 +249,13 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         an experiment name (a spec's `name`: every sweep of it); or one sweep's id as `vgtune sweep` printed it
         (e.g. "tiny-20261202-031500": that invocation's runs only, as `--sweep`).
     experiment: the experiment, where `sweep` names one of its sweeps.
-    Raises UnknownExperiment listing what the store holds.
+    Raises UnknownExperiment (an InputError) listing what the store holds, InputError at `tracking_uri` for a store
+    that cannot be reached.
     """
     from vgtune.analysis import report as report_mod
     from vgtune.tracking.reader import UnknownExperiment, experiment_of, experiments, last_experiment
-    from vgtune.tracking.store import resolve_uri
 
-    uri = resolve_uri(tracking_uri)
+    uri = _checked_uri(tracking_uri)
     only = sweep
     if experiment is None and sweep is None:
         experiment = last_experiment(uri)
@@ -241,68 +264,198 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
     elif experiment is None:
         experiment = experiment_of(uri, sweep)
         if experiment is None:
-            raise UnknownExperiment(f"no experiment or sweep {sweep!r} in {uri}; experiments: "
-                                    f"{', '.join(experiments(uri)) or '(none)'}")
+            raise UnknownExperiment("sweep", f"no experiment or sweep {sweep!r} in {uri}", experiments(uri),
+                                    "experiments")
     made = report_mod.make(experiment, uri, Path(out), sweep=only)
     return SweepResult(made.tables["trials"], made.tables["effects"], made.folder, experiment, uri, made.findings,
                        made.tables)
 
 
+def _checked_uri(tracking_uri: str | None) -> str:
+    """The MLflow store to read, checked: InputError at `tracking_uri` if it cannot be reached or written."""
+    from vgtune.tracking.store import check_uri, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    try:
+        check_uri(uri)
+    except ValueError as exc:
+        raise InputError("tracking_uri", str(exc)) from None
+    return uri
+
+
 # ------------------------------------------------------------------ probe
 
+# The options that shape a probe at initialization (the network, its weights, its data and the probed batches),
+# and those named in a probe's config only where they differ from their default. Optimization options (lr,
+# optimizer, epochs, ...) do not enter a probe: no update is made.
+PROBE_OPTIONS = ("depth", "width", "kernel_size", "activation", "init", "init_scale", "norm", "residual", "pool",
+                 "dropout", "arch", "dataset", "batch_size", "seed", "init_probe_batches")
+PROBE_OPTIONS_IF_SET = ("model", "model_args", "probe", "root", "image_size", "limit", "split", "split_seed")
 
-def probe(config: Mapping[str, Any] | None = None, *, thresholds: Thresholds | Mapping[str, float] | None = None,
-          **values: Any) -> dict[str, Any]:
+
+def _unit(unit: str) -> Any:
+    return field(metadata={"unit": unit})
+
+
+@dataclass(repr=False)
+class ProbeResult:
+    """One network's gradient flow at initialization, before any update (`vgtune.probe`).
+
+    Every number's unit is in its field's metadata (`ProbeResult.units()`). A decade is a factor of 10: an
+    attenuation of -5 decades means block 1 receives 10^-5 of the gradient block L receives.
+    """
+
+    config: dict[str, Any]  # the options that shape the probe (PROBE_OPTIONS, and PROBE_OPTIONS_IF_SET where set)
+    grad_attenuation: float = _unit("decades")  # log10(||dL/dh_1|| / ||dL/dh_L||): ~0 healthy, < 0 vanishing
+    dead_frac: float = _unit("share of units")  # 0..1, mean over blocks: ReLU-family units never active
+    saturated_frac: float = _unit("share of units")  # 0..1, mean over blocks: sigmoid / tanh units saturated
+    grad_norm_first: float = _unit("L2 norm")  # ||dL/dh_1||, the gradient at the first block's output
+    grad_norm_last: float = _unit("L2 norm")  # ||dL/dh_L||, at the last block's output
+    worst_drop_block: int | None = _unit("block")  # the block (2..L) across which the gradient falls most; None
+    # where there is no drop to find (one block, a gradient that is not finite)
+    worst_drop_decades: float = _unit("decades")  # the change across that block (negative: the gradient shrinks)
+    decades_per_block: float = _unit("decades per block")  # grad_attenuation / (L - 1)
+    chi1: float = _unit("ratio per block")  # mean-field gradient multiplier per block (1 critical); NaN: no theory
+    depth_scale: float = _unit("blocks")  # mean-field depth scale xi_c (inf at criticality); NaN: no theory
+    grad_attenuation_predicted: float = _unit("decades")  # the mean-field prediction of grad_attenuation
+    theory: str  # "mean field", or why there is no prediction ("n/a: batch norm")
+    diagnosis: str  # healthy | vanishing | exploding | dead | saturated (by the thresholds given)
+    blocks: pd.DataFrame  # one row per probed block: `block` (int, 1 = first) and the per-block series,
+    # grad_norm and weight_grad_norm (L2 norms), act_mean, act_std, dead_frac and saturated_frac (shares); a
+    # series that reads NaN at every block is left out (update_ratio always: no update was made)
+
+    @classmethod
+    def units(cls) -> dict[str, str]:
+        """The unit of each numeric field, by name."""
+        return {f.name: f.metadata["unit"] for f in dataclasses.fields(cls) if "unit" in f.metadata}
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar fields, as probe.csv's columns (config and blocks left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("config", "blocks")}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={self.config[k]!r}" for k in ("model", "depth", "width", "activation", "init", "norm",
+                                                              "residual") if k in self.config)
+        drop = (f"; worst drop across block {self.worst_drop_block} ({self.worst_drop_decades:+.2f} decades)"
+                if self.worst_drop_block is not None else "")
+        predicted = (f" (mean field: {self.grad_attenuation_predicted:+.2f})"
+                     if math.isfinite(self.grad_attenuation_predicted) else "")
+        return (f"ProbeResult({shown}: {self.diagnosis}; grad_attenuation {self.grad_attenuation:+.2f} decades"
+                f"{predicted}{drop}; dead {self.dead_frac:.0%}, saturated {self.saturated_frac:.0%}; "
+                f"{len(self.blocks)} blocks)")
+
+
+def probe(config: TrainConfig | Mapping[str, Any] | None = None, *,
+          thresholds: Thresholds | Mapping[str, float] | None = None, **values: Any) -> ProbeResult:
     """Gradient flow at initialization of one network, no training: `vgtune.probe(depth=24, activation="sigmoid")`.
 
-    config, **values: training options (TrainConfig fields; keywords win over `config`), validated here: an unknown
-        or bad one raises ValueError listing the valid ones. thresholds: the diagnosis thresholds (Thresholds or a
-        mapping).
-    Returns {"config": every option, "summary": {grad_attenuation, dead_frac, saturated_frac, diagnosis, the
-    mean-field prediction, ...}, "series": the per-block series}.
+    config, **values: training options (a TrainConfig or a mapping of its fields; keywords win over `config`).
+        thresholds: the diagnosis thresholds (a Thresholds or a mapping of its fields).
+    Returns a ProbeResult: the options that matter to the probe, the attenuation in decades, the diagnosis, the
+    mean-field prediction and the per-block series (`blocks`).
+    Raises TypeError for an unknown keyword (listing the valid ones) and InputError (its `path`, `problem`,
+    `valid`) for a bad value, an unknown key of `config` or `thresholds`, or data that cannot be loaded.
     """
-    from vgtune.core.train import TrainConfig
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"probe() got an unexpected keyword argument {unknown[0]!r}; valid: config, thresholds or "
+                        f"a training option ({', '.join(FIELDS)})")
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config: a TrainConfig or a mapping of training options, got {type(config).__name__}")
+    cfg = TrainConfig.from_dict(dict(config or {}) | values)
+    return _probe(cfg, _thresholds(thresholds))
+
+
+def _thresholds(given: Thresholds | Mapping[str, float] | None) -> Thresholds:
+    """The diagnosis thresholds, checked: InputError at `thresholds.<name>` for an unknown or bad one."""
+    from vgtune.core.checks import OptionError
+
+    if given is None:
+        return Thresholds()
+    if isinstance(given, Mapping):
+        names = [f.name for f in dataclasses.fields(Thresholds)]
+        unknown = [k for k in given if k not in names]
+        if unknown:
+            raise InputError(f"thresholds.{unknown[0]}", "unknown threshold", names)
+        given = Thresholds(**given)
+    elif not isinstance(given, Thresholds):
+        raise TypeError(f"thresholds: a Thresholds or a mapping, got {type(given).__name__}")
+    try:
+        given.validate()
+    except OptionError as exc:
+        raise InputError(f"thresholds.{exc.option}", exc.rule or exc.problem, exc.valid) from None
+    return given
+
+
+def _probe(cfg, thresholds: Thresholds, checked: bool = False) -> ProbeResult:
+    """`cfg` (a TrainConfig) probed at initialization, as a ProbeResult."""
+    import pandas as pd
+
     from vgtune.core.train import probe as probe_config
 
-    if isinstance(thresholds, Mapping):
-        thresholds = Thresholds(**thresholds)
-    return probe_config(TrainConfig.from_dict(dict(config or {}) | values), thresholds)
+    raw = probe_config(cfg, thresholds, checked=checked)
+    options = cfg.to_dict()
+    defaults = TrainConfig().to_dict()
+    kept = {k: options[k] for k in PROBE_OPTIONS} | {k: options[k] for k in PROBE_OPTIONS_IF_SET
+                                                      if options[k] != defaults[k]}
+    blocks = pd.DataFrame(raw["series"]).dropna(axis="columns", how="all")
+    blocks.insert(0, "block", range(1, len(blocks) + 1))
+    summary = dict(raw["summary"])
+    worst = summary["worst_drop_block"]
+    summary["worst_drop_block"] = int(worst) if math.isfinite(worst) else None
+    return ProbeResult(kept, blocks=blocks, **summary)
 
 
 @dataclass
-class ProbeResult:
+class SpecProbe:
     """`probe_spec`'s answer: every configuration of a spec probed at initialization."""
 
     table: pd.DataFrame  # one row per configuration, steepest attenuation first (probe.csv)
     path: Path  # the probe.csv written
+    blocks_path: Path  # probe_blocks.csv: one row per configuration and block, the per-block series
+    profiles: Path  # probe_profiles.png: each configuration's gradient norm per block (log scale)
     phase_diagrams: list[tuple[Path, float]]  # (figure, theory's critical init_scale) per activation
     seconds: float  # the probes' wall time
 
 
 def probe_spec(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
-               out: str | os.PathLike = "reports", **values: Any) -> ProbeResult:
-    """Every configuration of a spec probed at initialization (no training), as `vgtune probe SPEC` does:
-    writes OUT/<name>/probe.csv and, where the spec varies init_scale and depth, a phase diagram per activation.
-    `overrides` and the keywords as for `sweep`."""
+               out: str | os.PathLike = "reports", **values: Any) -> SpecProbe:
+    """Every configuration of a spec probed at initialization (no training), as `vgtune probe SPEC` does.
+
+    Writes to OUT/<name>/: probe.csv (one row per configuration: `config`, its factors, the summary),
+    probe_blocks.csv (one row per configuration and block: `config`, its factors, `block` and the per-block
+    series), probe_profiles.png (the gradient norm per block, log scale, one line per configuration) and, where
+    the spec varies init_scale and depth, a phase diagram per activation. `config` numbers the configurations
+    in the spec's order. `overrides` and the keywords as for `sweep`."""
     import pandas as pd
 
-    from vgtune.core.train import TrainConfig
-    from vgtune.core.train import probe as probe_config
+    from vgtune.analysis import probe_figure
 
     loaded = _load(spec, overrides, values)
     spec_mod.check_data(loaded)
     spec_mod.check_models(loaded)
-    t0, rows = time.perf_counter(), []
-    for t in loaded.trials:
-        summary = probe_config(TrainConfig.from_dict(t | {"device": "auto"}), loaded.thresholds,
-                               checked=True)["summary"]
-        rows.append({k: t[k] for k in loaded.factors or ["depth"]} | {"activation": t["activation"]} | summary)
+    factors = list(dict.fromkeys((loaded.factors or ["depth"]) + ["activation"]))
+    keys = ["config", *factors]
+    t0, rows, blocks = time.perf_counter(), [], []
+    for i, t in enumerate(loaded.trials, start=1):
+        result = _probe(TrainConfig.from_dict(t | {"device": "auto"}), loaded.thresholds, checked=True)
+        key = dict(zip(keys, [i, *(t[k] for k in factors)]))
+        rows.append(key | result.summary())
+        blocks.append(result.blocks.assign(**{k: [v] * len(result.blocks) for k, v in key.items()}))
     seconds = time.perf_counter() - t0
-    df = pd.DataFrame(rows).sort_values("grad_attenuation")
+    df = pd.DataFrame(rows).sort_values("grad_attenuation", kind="stable")
+    per_block = pd.concat(blocks, ignore_index=True)
+    per_block = per_block[keys + [c for c in per_block.columns if c not in keys]]
     folder = Path(out) / loaded.name
     folder.mkdir(parents=True, exist_ok=True)
     df.to_csv(folder / "probe.csv", index=False)
-    return ProbeResult(df, folder / "probe.csv", _phase_diagrams(df, folder), seconds)
+    per_block.to_csv(folder / "probe_blocks.csv", index=False)
+    shaping = [f for f in factors if f in PROBE_OPTIONS + PROBE_OPTIONS_IF_SET]  # lr and the like: one line
+    probe_figure.profiles(df, per_block, shaping).savefig(folder / "probe_profiles.png")
+    return SpecProbe(df, folder / "probe.csv", folder / "probe_blocks.csv", folder / "probe_profiles.png",
+                     _phase_diagrams(df, folder), seconds)
 
 
 def _phase_diagrams(df: pd.DataFrame, out: Path) -> list[tuple[Path, float]]:

@@ -13,9 +13,10 @@ import signal
 import sys
 import time
 
+import vgtune
 from vgtune import api
 from vgtune.driver.spec import SpecError
-from vgtune.tracking.reader import UnknownExperiment
+from vgtune.exceptions import InputError
 from vgtune.tracking.store import TrackingError
 
 
@@ -41,7 +42,8 @@ def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="gradient flow at initialization for every config of a spec (no training)")
     p.add_argument("spec")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default="reports", help="writes OUT/<name>/probe.csv (default: reports)")
+    p.add_argument("--out", default="reports", help="writes OUT/<name>/probe.csv, probe_blocks.csv and "
+                                                    "probe_profiles.png (default: reports)")
 
 
 def _add_report(sub) -> None:
@@ -155,6 +157,8 @@ def cmd_probe(args) -> int:
         print(result.table.to_string(index=False, max_rows=60))
     print(f"\n{len(result.table)} configurations probed at initialization in {result.seconds:.1f}s "
           f"-> {result.path}")
+    print(f"per-block series: {result.blocks_path}")
+    print(f"profiles:         {result.profiles} (gradient norm per block, log scale)")
     for path, critical in result.phase_diagrams:
         print(f"phase diagram: {path} (theory: chi_1 = 1 at init_scale {critical:.3g})")
     return 0
@@ -171,6 +175,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgtune", description="Sweeps that show why deep CNNs stop training.")
+    parser.add_argument("-V", "--version", action="version", version=f"vgtune {vgtune.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sweep(sub)
     _add_probe(sub)
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         code = handler(args)
         sys.stdout.flush()
         return code
-    except (SpecError, UnknownExperiment) as exc:
+    except InputError as exc:  # a spec, an option, an experiment, a dataset
         print(f"vgtune: error: {exc}", file=sys.stderr)
         return 2
     except TrackingError as exc:

@@ -1,6 +1,6 @@
 """Argument checks shared by every config: one rule per kind of value, one message shape.
 
-Each raises `OptionError` (a ValueError) saying what was given and what is
+Each raises `OptionError` (a `vgtune.InputError`, so a ValueError) saying what was given and what is
 allowed, e.g. `depth must be an integer >= 1, got True`, and carrying the
 option's name, the rule it broke and the valid names as data: the spec turns
 it into a `SpecError` at the option's key path without reading its text.
@@ -13,18 +13,19 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from vgtune.exceptions import InputError
 
-class OptionError(ValueError):
-    """One option's value is not allowed. str(): the one-line message, then `; valid: ...` and the hint."""
+
+class OptionError(InputError):
+    """One option's value is not allowed (an `InputError` whose `path` is the option's name). str(): the
+    problem, which names the option, then `; valid: ...` and the hint."""
+
+    prefix_path = False
 
     def __init__(self, option: str, problem: str, valid: Iterable[str] = (), hint: str = "", rule: str = ""):
         self.option = option  # the option's name (a TrainConfig field, `model`, `dataset`, ...)
-        self.problem = problem  # the sentence saying what is wrong, naming the option
-        self.valid = tuple(valid)  # the allowed names, where there is a list of them
-        self.hint = hint  # said after the valid names, e.g. "(or module:function)"
         self.rule = rule  # the problem without the option's name (`must be ...`), where it reads as one
-        super().__init__(problem + (f"; valid: {', '.join(self.valid)}" if self.valid else "")
-                         + (f" {hint}" if hint else ""))
+        super().__init__(option, problem, valid, hint)  # problem: the sentence saying what is wrong, naming it
 
 
 def invalid(option: str, rule: str) -> OptionError:

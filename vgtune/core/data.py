@@ -30,10 +30,17 @@ import torch
 
 from vgtune.core import usercode
 from vgtune.core.registry import Registry
+from vgtune.exceptions import InputError
 
 
-class DataError(ValueError):
-    """A dataset that cannot be loaded: missing files, no network, bad root."""
+class DataError(InputError):
+    """A dataset that cannot be loaded: missing files, no network, bad root (an `InputError` at `dataset`, whose
+    problem names the dataset)."""
+
+    prefix_path = False
+
+    def __init__(self, problem: str):
+        super().__init__("dataset", problem)
 
 
 @dataclass

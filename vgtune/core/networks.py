@@ -6,8 +6,8 @@
 A user factory (`model: mypkg.nets:build` in a spec) is called with the trial's
 model factors as keywords, `depth, width, activation, norm, residual,
 num_classes, in_channels, image_size`, plus the spec's `model_args`; it may
-map the activation and norm names through `vgtune.core.models.get_activation` /
-`get_norm`. It returns an `nn.Module` whose probed blocks are its `blocks`
+map the activation and norm names through `vgtune.layers` (`get_activation`,
+`get_norm`: this module's tables, public). It returns an `nn.Module` whose probed blocks are its `blocks`
 attribute (a sequence of modules) or the module paths the spec lists under
 `probe:`.
 """

@@ -82,11 +82,11 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict the spec checked (`vgtune.driver.spec`): the values are trusted, not validated again.
         Fields under their former names (`RENAMED`, a checkpoint of an older sweep) are read too; an unknown key
-        raises ValueError listing the valid keys."""
+        raises OptionError (a ValueError) listing the valid keys."""
         values = {RENAMED.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(FIELDS))
         if unknown:
-            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(FIELDS)}")
+            raise checks.OptionError(unknown[0], f"unknown training option(s) {', '.join(unknown)}", FIELDS)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from vgtune.core import checks, fused, networks, theory
 from vgtune.core import data as data_mod
-from vgtune.core import fused, networks, theory
 from vgtune.core.columns import THEORY
 from vgtune.core.diagnosis import Thresholds, diagnose
 from vgtune.core.gradflow import GradFlowProbe, mean_series, summarize
@@ -105,7 +105,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+        raise checks.keyed("device", f"{name!r} requested but CUDA is not available; use device=cpu or auto")
     return device
 
 

@@ -43,7 +43,6 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from vgtune.core.checks import OptionError
 from vgtune.core.columns import SELECTION_METRICS, TEST_METRICS
 from vgtune.core.diagnosis import Thresholds
 from vgtune.core.schema import FIELDS, SPLITS, TrainConfig
+from vgtune.exceptions import InputError
 
 TOP_KEYS = ("name", "dataset", "model", "arch", "probe", "metric", "mode", "parameters", "nuisance", "repeats",
             "variants", "configs", "samples", "seed", "fixed", "resources", "scheduler", "stop", "max_failures",
@@ -82,24 +82,13 @@ RESERVED = {f: "dataset" for f in DATASET_KEYS.values()} | {"threads": "resource
                                                             "probe": "probe", "split": "split"}
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A sweep spec that cannot run, raised before Ray starts or any MLflow run exists.
 
     Carries its key path as data: `path` (`parameters.depth[1]`, `dataset.max_gb`; "" for an error about no one
     key, such as a missing file), `problem` (what is wrong) and `valid` (the allowed values, where they are a
     list). str() is one line, `path: problem; valid: a, b`. `SpecError(message)` alone has no path.
     """
-
-    def __init__(self, path: str, problem: str | None = None, valid: Iterable[str] = (), hint: str = ""):
-        if problem is None:
-            path, problem = "", path
-        self.path = path  # the key path in the spec ("" for none)
-        self.problem = problem  # what is wrong there
-        self.valid = tuple(valid)  # the allowed values, where they are a list
-        self.hint = hint  # said after the valid values, e.g. "(or module:function)"
-        text = f"{path}: {problem}" if path else problem
-        super().__init__(text + (f"; valid: {', '.join(self.valid)}" if self.valid else "")
-                         + (f" {hint}" if hint else ""))
 
     @classmethod
     def at(cls, path: str, exc: OptionError, own: bool = False) -> SpecError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -29,13 +30,23 @@ from mlflow.tracking import MlflowClient
 
 from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS, STOP_REASON
 from vgtune.core.schema import FACTORS, RENAMED, RUNNING, parse_param
+from vgtune.exceptions import InputError
 from vgtune.tracking.store import client_for, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 
 
-class UnknownExperiment(ValueError):
-    pass
+class UnknownExperiment(InputError):
+    """No experiment or sweep of that name in the store (an `InputError` at `path`, experiment or sweep). str():
+    the problem, then what the store holds under `listing` (its `valid` names, or "(none)"; nothing for no
+    `listing`)."""
+
+    def __init__(self, path: str, problem: str, valid: Iterable[str] = (), listing: str = "existing"):
+        self.listing = listing  # what the names are, as the message says it: existing, experiments, its sweeps
+        super().__init__(path, problem, valid)
+
+    def message(self) -> str:
+        return f"{self.problem}; {self.listing}: {', '.join(self.valid) or '(none)'}" if self.listing else self.problem
 
 
 def experiments(uri: str) -> list[str]:
@@ -61,7 +72,7 @@ def last_experiment(uri: str) -> str:
     client = client_for(uri)
     run = latest_sweep_run(client, [e.experiment_id for e in client.search_experiments()])
     if run is None:
-        raise UnknownExperiment(f"no vgtune sweep in {uri} yet; run `make sweep` first")
+        raise UnknownExperiment("sweep", f"no vgtune sweep in {uri} yet; run `make sweep` first", listing="")
     return client.get_experiment(run.info.experiment_id).name
 
 
@@ -77,7 +88,7 @@ def _require(uri: str, experiment: str) -> str:
     exp = client_for(uri).get_experiment_by_name(experiment)
     if exp is None:
         names = experiments(uri)
-        raise UnknownExperiment(f"no experiment {experiment!r} in {uri}; existing: {', '.join(names) or '(none)'}")
+        raise UnknownExperiment("experiment", f"no experiment {experiment!r} in {uri}", names)
     return exp.experiment_id
 
 
@@ -92,8 +103,8 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataF
     if sweep and not runs:
         sweeps = sorted({r.data.tags.get("vgtune.sweep", "") for r in _search_all(
             client, exp_id, "tags.`vgtune.role` = 'sweep'")} - {""})
-        raise UnknownExperiment(f"no runs of sweep {sweep!r} in experiment {experiment!r}; "
-                                f"its sweeps: {', '.join(sweeps) or '(none)'}")
+        raise UnknownExperiment("sweep", f"no runs of sweep {sweep!r} in experiment {experiment!r}", sweeps,
+                                "its sweeps")
     return tidy(runs)
 
 

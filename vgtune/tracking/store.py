@@ -18,8 +18,10 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
+from vgtune.exceptions import VgtuneError
 
-class TrackingError(RuntimeError):
+
+class TrackingError(VgtuneError, RuntimeError):
     """The tracking store could not be written at all (raised after the sweep, by `flush_all`)."""
 
 

@@ -1,0 +1,5 @@
+"""Moved to `vgtune.core.theory`; the old path warns and will be removed (vgtune._compat)."""
+
+from vgtune._compat import forward
+
+forward(__name__, __spec__)
