@@ -71,9 +71,10 @@ def message(old: str, new: str) -> str:
     return f"{old} is deprecated and will be removed in a future release; import {new} instead{public}{stays}"
 
 
-def forward(name: str, spec: ModuleSpec | None = None) -> None:
+def forward(name: str, spec: ModuleSpec | None = None, call: Any = None) -> None:
     """Make the old module `name` (its `__name__`; `spec` its `__spec__`) read every name from its new module,
-    after one FutureWarning. Run as `python -m` (name `__main__`), it runs the new module instead."""
+    after one FutureWarning; `call`: what calling the module calls (an old module named like an API function).
+    Run as `python -m` (name `__main__`), it runs the new module instead."""
     if name == "__main__" and spec is not None:
         new = MOVED[spec.name]
         warnings.warn(f"python -m {spec.name} is deprecated and will be removed in a future release; run "
@@ -87,8 +88,9 @@ def forward(name: str, spec: ModuleSpec | None = None) -> None:
     module.__getattr__ = lambda attr: _read(target, name, attr)  # PEP 562: names the shim lacks
     module.__dir__ = lambda: dir(target)
     module.__all__ = list(getattr(target, "__all__", [n for n in vars(target) if not n.startswith("_")]))
-    if name in API_FUNCTIONS:
+    if call is not None:
         module.__class__ = _CallableModule
+        module._call = call
 
 
 def _read(target: types.ModuleType, old: str, attr: str) -> Any:
@@ -103,9 +105,7 @@ class _CallableModule(types.ModuleType):
     module, so calling the module calls the function (`vgtune.sweep(spec)` keeps working)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from vgtune import api
-
-        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
+        return self._call(*args, **kwargs)
 
 
 def forward_attribute(package: str, attr: str) -> Any:
