@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import sweep_command, trial_runs
@@ -87,22 +88,40 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, pack):
     assert len(parents) == 2 and {p.data.tags["vgtune.resumed"] for p in parents} == {"true", "false"}
 
 
-TWO_STAGES = """
+LOOKS = """
 name: resumable
 parameters:
   depth: [3]
   activation: [relu, tanh]
+variants: [{}, {norm: batch}]
 nuisance: {lr: [0.02, 0.1]}
 repeats: 1
-confirm: 4
+seeds: [2, 4]
+extend: 1
+family: all
 fixed: {width: 8, epochs: 3, init: kaiming_normal}
 stop: {gradient_collapse: false}
 """
 
 
-def test_a_sweep_interrupted_in_stage_two_resumes_there(tmp_path):
-    """Ctrl-C once confirmation trials finish; --resume runs only the rest of stage 2, at the same settings."""
-    (tmp_path / "spec.yaml").write_text(textwrap.dedent(TWO_STAGES))
+def _replayed(uri) -> set[tuple[str, str, int]]:
+    """The trials the sweep's design proposes when handed the recorded outcomes: what an undisturbed sweep runs."""
+    from vgtune.driver import spec as spec_mod
+    from vgtune.tracking.reader import load_trials
+
+    design = spec_mod.parse(yaml.safe_load(textwrap.dedent(LOOKS))).design()
+    df = load_trials(uri, "resumable")
+    outcomes = {(r["arm"], r["nuisance"], int(r["seed"])): r for r in df.to_dict("records")}
+    while not design.finished:
+        for item in design.propose():
+            design.record(item, outcomes[(item["meta"]["arm"], item["meta"]["nuisance"], item["train"]["seed"])])
+    return design.proposed
+
+
+def test_a_sweep_interrupted_in_a_look_resumes_there_and_runs_what_its_design_would(tmp_path):
+    """Ctrl-C once confirmation trials finish; --resume runs the rest: every trial once, at the settings chosen
+    before the interrupt, exactly the trials the design proposes for the recorded results."""
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(LOOKS))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.Popen(_sweep(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.time() + 240
@@ -119,21 +138,23 @@ def test_a_sweep_interrupted_in_stage_two_resumes_there(tmp_path):
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
-    finished = int(out.split("interrupted after")[1].split(";")[1].split("of")[0])
-    assert 4 + 1 <= finished < 12 and "of 12 trials finished" in out
+    _, before = _trial_runs(uri)
+    chosen_before = {r.data.tags["vgtune.arm"]: r.data.params["lr"] for r in before
+                     if r.data.tags["vgtune.stage"] == "confirm"}
     resumed = subprocess.run(_sweep(tmp_path, "--resume"), capture_output=True, text=True, timeout=300,
                              cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     _, runs = _trial_runs(uri)
-    stages = [r.data.tags["vgtune.stage"] for r in runs]
-    assert stages.count("select") == 4 and stages.count("confirm") == 8
-    assert len({r.data.tags["vgtune.trial_id"] for r in runs}) == 12
+    keys = [(r.data.tags["vgtune.arm"], r.data.tags["vgtune.nuisance"], int(r.data.params["seed"])) for r in runs]
+    assert len(keys) == len(set(keys)) == len({r.data.tags["vgtune.trial_id"] for r in runs})  # nothing twice
+    assert set(keys) == _replayed(uri)  # nothing lost: what the design asks for, given the results
     confirm = [r for r in runs if r.data.tags["vgtune.stage"] == "confirm"]
-    assert sorted(int(r.data.params["seed"]) for r in confirm) == [1, 1, 2, 2, 3, 3, 4, 4]
     per_arm = {}
     for r in confirm:  # every arm confirmed at one setting, the same before and after the interrupt
         per_arm.setdefault(r.data.tags["vgtune.arm"], set()).add(r.data.params["lr"])
-    assert len(per_arm) == 2 and all(len(v) == 1 for v in per_arm.values())
+    assert len(per_arm) == 4 and all(len(v) == 1 for v in per_arm.values())
+    assert all(per_arm[arm] == {lr} for arm, lr in chosen_before.items())
+    assert {int(r.data.params["seed"]) for r in confirm} >= {2, 3}
     assert all(r.info.status == "FINISHED" for r in runs)
     client = MlflowClient(uri)
     parents = client.search_runs([runs[0].info.experiment_id], "tags.`vgtune.role` = 'sweep'",
