@@ -352,11 +352,15 @@ def cell_columns(eff: pd.DataFrame) -> list[str]:
 
 
 def ranking(eff: pd.DataFrame) -> pd.DataFrame:
-    """At the deepest depth, one row per mitigation and cell, best first within each cell; plus the effect per depth."""
+    """At the deepest depth, one row per mitigation and cell, best first within each cell; plus the effect per depth.
+    A comparison of a factor that is itself a cell of the others (`activation=relu` against sigmoid, where the
+    mitigations are compared per activation) is no mitigation of a cell: it stays in the effects table only."""
     if eff.empty:
         return eff
     cells = cell_columns(eff)
     deepest = eff["depth"].max()
+    if cells:  # a factor that is a cell of the others (activation) is context there, not a mitigation to rank
+        eff = eff[~eff["factor"].isin(cells)]
     keyed = eff.assign(**{c: eff[c].map(label) for c in cells})
     top = keyed[keyed["depth"] == deepest]
     wide = keyed.pivot_table(index=["mitigation", *cells], columns="depth", values="delta_test_acc")

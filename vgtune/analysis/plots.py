@@ -43,7 +43,7 @@ def accuracy_heatmap(eff, baseline_acc) -> Figure:
     ax.set_xticks(range(len(depths)), [str(d) for d in depths])
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("depth (blocks)")
-    ax.set_title("test accuracy: baseline and one change from it (mean over cells)", fontsize=9)
+    fig.suptitle("test accuracy (fraction): baseline and one change\nfrom it, mean over cells", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     return fig
@@ -117,8 +117,11 @@ def layer_profiles(rows) -> Figure:
     ax = fig.subplots()
     for label, norms, diagnosis in rows:
         blocks = range(1, len(norms) + 1)
-        ax.plot(blocks, [n if n > 0 else float("nan") for n in norms], marker="o", ms=2.5,
-                color=DIAGNOSIS_COLOURS.get(diagnosis), label=f"{label} [{diagnosis}]")
+        drawn = [n if n > 0 else float("nan") for n in norms]
+        if all(math.isnan(n) for n in drawn):  # a log axis has no place for a zero gradient
+            label += " (zero gradient at every block: no line on a log scale)"
+        ax.plot(blocks, drawn, marker="o", ms=2.5, color=DIAGNOSIS_COLOURS.get(diagnosis),
+                label=f"{label} [{diagnosis}]")
     ax.set_yscale("log")
     ax.set_xlabel("block l")
     ax.set_ylabel("||dL/dh_l|| (last probe)")
@@ -141,8 +144,9 @@ def diagnosis_counts(df) -> Figure:
         bottom = vals if bottom is None else bottom + vals
     ax.set_xlabel("depth (blocks)")
     ax.set_ylabel("trials")
+    ax.set_ylim(0, 1.08 * float(table.sum(axis=1).max()))  # the tallest bar whole, with room above it
     ax.set_title("diagnoses by depth", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -174,7 +174,7 @@ def _verdict_lines(eff: pd.DataFrame, selection: Selection) -> list[str]:
                      "stopped (valid across every look); an effect that stopped early is biased away from 0, its "
                      "interval is not.")
     looks = family.groupby("look")["seeds"].agg(["size", "max"])
-    lines.append("Seeds used: " + ", ".join(f"{int(r['size'])} stopped at look {int(k)} ({int(r['max'])} seeds)"
+    lines.append("Seeds used: " + ", ".join(f"{int(r['size'])} ended at look {int(k)} ({int(r['max'])} seeds)"
                                             for k, r in looks.iterrows() if k) + ".")
     open_ = family[family["verdict"] == vd.INCONCLUSIVE]
     if len(open_):
@@ -206,11 +206,11 @@ def _changed_lines(res: dict[str, pd.DataFrame]) -> list[str]:
     deep = table[(table["depth"] == table["depth"].max()) & table["changed"]]
     shared = table["shared"].iloc[0]
     if deep.empty:
-        return [f"On stage 1's seeds, one shared setting ({shared}, the best on average) would rank every "
+        return [f"On the selection seeds, one shared setting ({shared}, the best on average) would rank every "
                 "mitigation at the deepest depth as each arm's own setting does."]
     moves = [f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}: rank "
              f"{_fmt(r['rank_fixed'])} -> {_fmt(r['rank_tuned'])}" for _, r in deep.iterrows()]
-    return [f"On stage 1's seeds, at one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) "
+    return [f"On the selection seeds, at one shared setting ({shared}, the best on average) {len(deep)} mitigation(s) "
             f"at the deepest depth rank differently (by validation effect) than at each arm's own setting: "
             + "; ".join(moves) + "."]
 
@@ -226,8 +226,10 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selecti
     trends = res["depth_trends"]
     if not trends.empty:
         verdicts = trends["verdict"].value_counts().to_dict()
-        lines.append("Configurations losing >= 10 points of accuracy with depth: " +
-                     ", ".join(f"{n} {v}" for v, n in verdicts.items()) + ".")
+        lines.append("Configurations losing >= 10 points of accuracy with depth, by what their deepest seeds' "
+                     "gradients did: " + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + " (degradation: every "
+                     "deep seed kept healthy gradients; mixed: some did, some did not; otherwise the commonest "
+                     "failure of the deep seeds).")
         if verdicts.get("degradation"):
             lines.append(f"{verdicts['degradation']} of them kept healthy gradients at depth: that is "
                          "degradation (He et al. 2016), an optimization problem that vanishing gradients do "
@@ -494,16 +496,23 @@ def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+# The printed remedies table: column -> its header, with the unit where it has one.
+SHOWN = {"mitigation": "mitigation", "depth": "depth", "delta_attenuation_decades": "attenuation change (decades)",
+         "healthy": "healthy", "seeds": "seeds", "diverged": "diverged", "effect_points": "effect (points)",
+         "verdict": "verdict", "restores": "restores"}
+
+
 def summary(findings: list[str], res: dict[str, pd.DataFrame]) -> str:
-    """The findings and the remedies table, as `vgtune sweep` and `vgtune report` print them."""
+    """The findings and the remedies table, as `vgtune sweep` and `vgtune report` print them: accuracy effects in
+    points, attenuation changes in decades."""
     lines = [""] + [line.replace("**", "") for line in findings]
-    show = {"remedies": ["mitigation", "depth", *effects.cell_columns(res["effects"]), "delta_attenuation", "healthy",
-                         "diverged", "delta_test_acc", "verdict", "restores"]}
-    with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.precision", 2,
-                           "display.max_rows", 40):
-        for key, cols in show.items():
-            table = res.get(key, pd.DataFrame())
-            if not table.empty:
-                shown = table[[c for c in cols if c in table.columns]].head(40).astype(object).fillna("-")
-                lines += ["", f"{TITLES[key]}:", shown.to_string(index=False, float_format=lambda v: f"{v:+.2f}")]
+    table = res.get("remedies", pd.DataFrame())
+    if not table.empty:
+        cells = effects.cell_columns(res["effects"])
+        table = table.assign(effect_points=100 * table["delta_test_acc"])
+        cols = [c for c in ["mitigation", "depth", *cells, *list(SHOWN)[2:]] if c in table.columns]
+        shown = table[cols].head(40).astype(object).fillna("-").rename(columns=SHOWN)
+        with pd.option_context("display.width", 220, "display.max_colwidth", 40, "display.max_rows", 40):
+            text = shown.to_string(index=False, float_format=lambda v: f"{v:+.1f}")
+        lines += ["", f"{TITLES['remedies']}:", text]
     return "\n".join(lines)

@@ -139,7 +139,7 @@ class SweepSpec:
 
     @property
     def stage(self) -> str:
-        """What `trials` are: `select` (stage 1 of a sweep with nuisance options) or `confirm`."""
+        """What `trials` are: `select` (a sweep with nuisance options chooses first) or `confirm`."""
         return _stage(self.nuisance)
 
     @property
