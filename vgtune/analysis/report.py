@@ -357,8 +357,7 @@ class Selection:
     def of(cls, run) -> Selection:
         params = run.data.params if run else {}
         metric = params.get("metric", "val_acc")
-        looks = tuple(int(v) for v in params["seeds"].split(",")) if params.get("seeds") else (
-            (int(params["confirm"]),) if params.get("confirm", "0").isdigit() and int(params["confirm"]) else None)
+        looks = _looks(params)
         return cls(metric if metric in SELECTION_METRICS else "val_acc", params.get("mode", "max"),
                    tuple(k for k in params.get("nuisance", "").split(",") if k),
                    params.get("correction", "holm"), looks, float(params.get("margin", vd.DEFAULT_MARGIN)),
@@ -371,6 +370,14 @@ class Selection:
         looks = self.looks or (max(1, int(evidence.groupby("arm")["seed"].nunique().max()))
                                if "arm" in evidence and len(evidence) else 1,)
         return vd.Plan(tuple(looks), self.margin, self.correction)
+
+
+def _looks(params: dict[str, str]) -> tuple[int, ...] | None:
+    """A sweep run's looks: its `seeds` param; one look of `confirm` seeds for a sweep from before looks."""
+    if params.get("seeds"):
+        return tuple(int(v) for v in params["seeds"].split(","))
+    confirm = params.get("confirm", "")
+    return (int(confirm),) if confirm.isdigit() and int(confirm) else None
 
 
 def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
