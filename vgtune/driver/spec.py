@@ -315,27 +315,34 @@ def _checked(values: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def _error(where: str, exc: OptionError) -> SpecError:
-    """The option's error at its own top-level key (`model`, `dataset.max_gb`), else at `where`."""
+def _error(where: str, exc: OptionError, keys: Iterable[str] = ()) -> SpecError:
+    """The option's error at its own key: a top-level one (`model`, `dataset.max_gb`), or `where.option` when
+    `where` is a section that sets it (`keys`: the section's keys, `model_args.k` for a factory's keyword);
+    else at `where`."""
     own = OWN_PATHS.get(exc.option)
-    return SpecError.at(own, exc, own=True) if own else SpecError.at(where, exc)
+    if own:
+        return SpecError.at(own, exc, own=True)
+    if any(key == exc.option or key.startswith(f"{exc.option}.") for key in keys):
+        return SpecError.at(f"{where}.{exc.option}", exc, own=True)
+    return SpecError.at(where, exc)
 
 
-def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
+def _train_config(where: str, values: dict[str, Any], keys: Iterable[str] = ()) -> TrainConfig:
     try:
         return _checked(values)
     except OptionError as exc:
-        raise _error(where, exc) from None
+        raise _error(where, exc, keys) from None
 
 
 def _check_values(base: dict[str, Any], fixed: dict[str, Any], axes: dict[str, list | dict]) -> None:
     """Every grid value, with the first value of the other axes (rules span fields: resnet_cifar's depth, a
-    factory's keywords), so an error names `parameters.KEY[i]`, or `fixed` when the option it names is fixed."""
+    factory's keywords), so an error names `parameters.KEY[i]`, or `fixed.KEY` when the option it names is fixed
+    (`fixed` when vgtune's default of an option the spec does not set clashes with what it does set)."""
     firsts = {k: _first(a) for k, a in axes.items()}
     try:
         _checked(base | fixed | firsts)
     except OptionError as exc:
-        raise _error(f"parameters.{exc.option}[0]" if exc.option in axes else "fixed", exc) from None
+        raise _error(f"parameters.{exc.option}[0]" if exc.option in axes else "fixed", exc, fixed) from None
     for key, axis in axes.items():
         for i, value in enumerate(_values(axis)):
             _train_config(f"parameters.{key}[{i}]", base | fixed | firsts | {key: value})
@@ -500,20 +507,22 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     confirm = _confirm(raw, nuisance, repeats)
     settings = _settings(nuisance, samples, rng)
     seeds = [{"seed": i} for i in range(repeats)] if repeats else [{}]
-    points: list[tuple[str, dict[str, Any], str]] = []  # (where, scientific values, variant label)
+    # (where, scientific values, variant label, the keys `where` itself sets: an error about one names it there)
+    points: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = []
     if axes or fixed_only or variants != [{}]:
         for _ in range(samples if dist_keys or not nuisance else 1):  # with nuisance, samples draw settings
             for point in itertools.product(*(axes[k] for k in grid_keys)):
                 values = base | fixed | dict(zip(grid_keys, point)) | {k: _sample(axes[k], rng) for k in dist_keys}
                 for i, variant in enumerate(variants):
-                    points.append((f"variants[{i}]" if variant else "parameters", values | variant, _label(variant)))
-    points += [(f"configs[{i}]", base | fixed | c, "") for i, c in enumerate(explicit)]
+                    points.append((f"variants[{i}]" if variant else "parameters", values | variant, _label(variant),
+                                   variant))
+    points += [(f"configs[{i}]", base | fixed | c, "", c) for i, c in enumerate(explicit)]
     trials: list[dict[str, Any]] = []
     meta: list[dict[str, str]] = []
-    for where, values, variant in points:
+    for where, values, variant, own in points:
         for setting in settings:
             for s in seeds:
-                trials.append(_train_config(where, values | setting | s).to_dict())
+                trials.append(_train_config(where, values | setting | s, own).to_dict())
                 meta.append(trial_meta(trials[-1], list(nuisance), variant) | {"stage": _stage(nuisance)})
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
