@@ -226,13 +226,19 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         an experiment name (a spec's `name`: every sweep of it); or one sweep's id as `vgtune sweep` printed it
         (e.g. "tiny-20261202-031500": that invocation's runs only, as `--sweep`).
     experiment: the experiment, where `sweep` names one of its sweeps.
-    Raises UnknownExperiment listing what the store holds.
+    tracking_uri: the MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
+    The report's files are also logged on the sweep run: the newest of the experiment, or of the sweep named.
+    Raises SpecError within seconds for a store that cannot be read (a server that does not answer, a folder
+    store), UnknownExperiment listing what the store holds (a store that is not there is read, never created).
     """
-    from vgtune.analysis import report as report_mod
     from vgtune.tracking.reader import UnknownExperiment, experiment_of, experiments, last_experiment
-    from vgtune.tracking.store import resolve_uri
+    from vgtune.tracking.store import check_uri, resolve_uri
 
     uri = resolve_uri(tracking_uri)
+    try:
+        check_uri(uri, write=False)
+    except ValueError as exc:
+        raise spec_mod.SpecError(str(exc)) from None
     only = sweep
     if experiment is None and sweep is None:
         experiment = last_experiment(uri)
@@ -243,6 +249,8 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         if experiment is None:
             raise UnknownExperiment(f"no experiment or sweep {sweep!r} in {uri}; experiments: "
                                     f"{', '.join(experiments(uri)) or '(none)'}")
+    from vgtune.analysis import report as report_mod  # plots and statistics: seconds, so after the checks
+
     made = report_mod.make(experiment, uri, Path(out), sweep=only)
     return SweepResult(made.tables["trials"], made.tables["effects"], made.folder, experiment, uri, made.findings,
                        made.tables)

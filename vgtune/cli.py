@@ -46,12 +46,14 @@ def _add_probe(sub) -> None:
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="rank the mitigations of a sweep from its MLflow runs")
-    p.add_argument("experiment", nargs="?", help="MLflow experiment (= the spec's name)")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment (= the spec's name), or one sweep's id as "
+                                                 "`vgtune sweep` printed it")
     p.add_argument("--last", action="store_true", help="the experiment of the most recent sweep")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                           "sqlite:///mlflow.db)")
     p.add_argument("--out", default="reports", help="writes OUT/<experiment>/ (default: reports)")
-    p.add_argument("--sweep", help="only the runs of this sweep folder (default: all of the experiment)")
+    p.add_argument("--sweep", help="only the runs of this sweep (its id, e.g. tiny-20261202-031500); with no "
+                                   "EXPERIMENT, its own experiment")
 
 
 def _dry_run(spec) -> int:
@@ -159,9 +161,15 @@ def cmd_probe(args) -> int:
 
 
 def cmd_report(args) -> int:
-    if not args.experiment and not args.last:
-        raise SpecError("report: name an EXPERIMENT or pass --last")
-    result = api.report(args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    if args.last and (args.experiment or args.sweep):
+        given = f"EXPERIMENT {args.experiment!r}" if args.experiment else f"--sweep {args.sweep!r}"
+        raise SpecError(f"report: --last (every sweep of the most recent sweep's experiment) or {given}, not both")
+    if not (args.experiment or args.sweep or args.last):
+        raise SpecError("report: name an EXPERIMENT (or a sweep id), pass --sweep ID, or pass --last")
+    if args.sweep:  # one sweep's runs, of EXPERIMENT if given (else of the sweep's own experiment)
+        result = api.report(args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    else:  # EXPERIMENT (or a sweep id, as `vgtune.report` takes it), or the most recent sweep's experiment
+        result = api.report(args.experiment, tracking_uri=args.tracking_uri, out=args.out)
     print(result.summary())
     print(f"Report: {result.report_dir / 'report.html'}")
     return 0
