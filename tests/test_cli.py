@@ -115,3 +115,16 @@ def test_probe_draws_the_phase_diagram_with_the_critical_line(tmp_path, capsys):
     # tanh's critical sigma_w^2 is 1: Xavier's 2.78 times init_scale^2 crosses it between 0.6 and 1.0
     critical = float(out.split("chi_1 = 1 at init_scale ")[1].split(")")[0])
     assert 0.6 < critical < 1.0
+
+
+@pytest.mark.parametrize("spec_lines,line", [
+    ("metric: train_loss\n", "  metric: train_loss, mode: min (inferred: lower train_loss is better; mode: overrides)"),
+    ("metric: train_acc\n", "  metric: train_acc, mode: max (inferred: higher train_acc is better; mode: overrides)"),
+    ("metric: train_loss\nmode: max\n", "  metric: train_loss, mode: max (from the spec)"),
+])
+def test_a_dry_run_says_which_way_the_metric_is_optimized(tmp_path, capsys, spec_lines, line):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nparameters: {depth: [2]}\nfixed: {width: 4, epochs: 1}\n" + spec_lines)
+    assert cli.main(["sweep", str(spec), "--dry-run", "--num-cpus", "1", "--storage", str(tmp_path / "runs"),
+                     "--out", str(tmp_path / "r"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 0
+    assert line in capsys.readouterr().out.splitlines()

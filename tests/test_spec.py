@@ -225,3 +225,15 @@ def test_only_a_spec_that_names_user_code_puts_its_folder_on_the_path(tmp_path):
         assert str(tmp_path.resolve()) in sys.path
     finally:
         sys.path.remove(str(tmp_path.resolve()))
+
+
+@pytest.mark.parametrize("metric,mode", [("val_acc", "max"), ("train_acc", "max"), ("train_loss", "min")])
+def test_a_metric_without_mode_is_optimized_in_its_own_direction(metric, mode):
+    assert spec_mod.parse({"name": "t", "metric": metric}).mode == mode
+    assert spec_mod.parse({"name": "t", "metric": metric, "mode": "max"}).mode == "max"  # mode: wins
+
+
+def test_a_metric_with_no_better_end_needs_a_mode():
+    with pytest.raises(SpecError, match="^mode: metric grad_attenuation has no better end to assume"):
+        spec_mod.parse({"name": "t", "metric": "grad_attenuation"})
+    assert spec_mod.parse({"name": "t", "metric": "grad_attenuation", "mode": "min"}).mode == "min"

@@ -58,6 +58,9 @@ def _add_report(sub) -> None:
 
 def _dry_run(spec) -> int:
     print(f"{spec.name}: {spec.total_trials} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    better = "higher" if spec.mode == "max" else "lower"
+    why = "from the spec" if "mode" in spec.raw else f"inferred: {better} {spec.metric} is better; mode: overrides"
+    print(f"  metric: {spec.metric}, mode: {spec.mode} ({why})")
     if spec.nuisance or spec.repeats:
         arms, settings = len(spec.arms), len({m["nuisance"] for m in spec.meta})
         print(f"  {'stage 1 (select): ' if spec.confirm else ''}{arms} arms x {settings} nuisance settings "

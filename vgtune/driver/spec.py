@@ -63,6 +63,9 @@ ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/
 CORRECTIONS = ("holm", "bh", "none")  # how a report's intervals and verdicts account for their number
 STAGES = ("select", "confirm")  # stage 1 chooses each arm's nuisance setting; stage 2 retrains it on fresh seeds
 MODES = ("max", "min")
+# The direction in which a metric is better, for a spec that gives `metric:` without `mode:` (grad_attenuation
+# has none: healthy is near 0, so a spec that selects on it says which end it wants).
+DIRECTIONS = {"val_acc": "max", "train_acc": "max", "train_loss": "min"}
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
@@ -119,7 +122,7 @@ class SweepSpec:
     name: str  # MLflow experiment name and run-folder prefix
     trials: list[dict[str, Any]]  # complete TrainConfig dicts, one per trial
     metric: str = "val_acc"  # what schedulers optimize
-    mode: str = "max"  # max | min
+    mode: str = "max"  # max | min: the spec's `mode:`, else the metric's direction (`DIRECTIONS`)
     resources: Resources = field(default_factory=Resources)  # per trial
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})  # fifo | asha + options
     stop: StopRule = field(default_factory=StopRule)  # gradient-collapse stopper
@@ -471,14 +474,13 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SpecError("name", f"must be a non-empty string without '/', got {name!r}")
-    metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
+    metric = raw.get("metric", "val_acc")
     if metric in TEST_METRICS:
         raise SpecError("metric", f"{metric} is test data, which never chooses a setting or drives a scheduler",
                         SELECTION_METRICS)
     if metric not in SELECTION_METRICS:
         raise SpecError("metric", f"unknown metric {metric!r}", SELECTION_METRICS)
-    if mode not in MODES:
-        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    mode = _mode(raw, metric)
     resources = _resources(raw)
     correction = _choice(raw, "correction", CORRECTIONS)
     base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
@@ -536,6 +538,19 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
                      checkpoint_every=checkpoint_every, thresholds=_thresholds(raw), raw=raw, meta=meta,
                      nuisance=list(nuisance), repeats=repeats, pack=_pack(raw, scheduler, trials), confirm=confirm,
                      correction=correction)
+
+
+def _mode(raw: dict, metric: str) -> str:
+    """`mode:`, else the direction in which `metric` is better (`DIRECTIONS`); a metric without one needs it."""
+    if "mode" not in raw:
+        if metric not in DIRECTIONS:
+            raise SpecError("mode", f"metric {metric} has no better end to assume (healthy is near 0); set mode: "
+                            "max or mode: min")
+        return DIRECTIONS[metric]
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def _stage(nuisance) -> str:
