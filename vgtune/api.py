@@ -170,18 +170,38 @@ def _load(spec, overrides, values) -> SweepSpec:
     return spec_mod.load(spec, overrides_for(spec, overrides, values))
 
 
+def check_sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
+                tracking_uri: str | None = None, storage: str | os.PathLike = "runs",
+                out: str | os.PathLike = "reports", num_cpus: int | None = None, address: str | None = None,
+                resume: bool = False, **values: Any) -> SweepSpec:
+    """Every check `sweep` makes before Ray starts, with nothing started or written (`vgtune sweep --dry-run`):
+    the spec, the options (--num-cpus, --resume, the folders), the store, the data, user code, and whether a trial
+    fits this machine (on a cluster, --address only answers: its resources are checked once a sweep joins it).
+    Returns the spec; raises SpecError as `sweep` would."""
+    from vgtune.driver.runner import prepare
+
+    loaded = _load(spec, overrides, values)
+    prepare(loaded, _options(tracking_uri, storage, out, num_cpus, address, resume))
+    return loaded
+
+
+def _options(tracking_uri, storage, out, num_cpus, address, resume, verbose=1):
+    from vgtune.driver.runner import SweepOptions
+
+    return SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage), out=os.fspath(out),
+                        resume=resume, num_cpus=num_cpus, verbose=verbose)
+
+
 def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
                tracking_uri: str | None = None, storage: str | os.PathLike = "runs",
                out: str | os.PathLike = "reports", num_cpus: int | None = None, address: str | None = None,
                resume: bool = False, verbose: int = 1, **values: Any) -> SweepOutcome:
     """Run a spec's trials through Ray Tune, tracked in MLflow, without the report (`sweep` without its last step).
     Raises SweepInterrupted if Ctrl-C or SIGTERM stopped it first."""
-    from vgtune.driver.runner import SweepOptions, run_sweep
+    from vgtune.driver.runner import run_sweep
 
     loaded = _load(spec, overrides, values)
-    options = SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage),
-                           out=os.fspath(out), resume=resume, num_cpus=num_cpus, verbose=verbose)
-    outcome = run_sweep(loaded, options)
+    outcome = run_sweep(loaded, _options(tracking_uri, storage, out, num_cpus, address, resume, verbose))
     if outcome.unfinished:
         raise SweepInterrupted(outcome, loaded.total_trials)
     return outcome

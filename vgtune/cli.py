@@ -122,8 +122,10 @@ def _browse_hint(uri: str, experiment_id: str | None) -> str:
 
 def cmd_sweep(args) -> int:
     started = time.perf_counter()  # the whole command, as a user times it: Ray start, trials, report
-    if args.dry_run:
-        return _dry_run(api.load_spec(args.spec, args.overrides))
+    if args.dry_run:  # the checks a real run makes before Ray starts, then what it would run
+        return _dry_run(api.check_sweep(args.spec, args.overrides, tracking_uri=args.tracking_uri,
+                                        storage=args.storage, out=args.out, num_cpus=args.num_cpus,
+                                        address=args.address, resume=args.resume))
     try:
         outcome = api.run_trials(args.spec, args.overrides, tracking_uri=args.tracking_uri, storage=args.storage,
                                  out=args.out, num_cpus=args.num_cpus, address=args.address, resume=args.resume,

@@ -117,7 +117,6 @@ def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
     shipped = usercode.shipped(spec.references)
     runtime_env = {"py_modules": shipped} if shipped else None
     if options.address:
-        _check_address(options.address)
         ray.init(address=options.address, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1,
@@ -236,7 +235,12 @@ def _restore(spec: SweepSpec, path: Path):
 
 
 def prepare(spec: SweepSpec, options: SweepOptions) -> str:
-    """Every check that can fail before Ray starts or MLflow is written; returns the tracking URI."""
+    """Every check that can fail before Ray starts or MLflow is written; returns the tracking URI.
+
+    `vgtune sweep --dry-run` runs these same checks (a cluster's resources are checked once joined)."""
+    num_cpus = options.num_cpus
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+        raise SpecError("--num-cpus", f"must be an integer >= 1, got {num_cpus!r}")
     uri = resolve_uri(options.tracking_uri)
     try:
         check_uri(uri)
@@ -244,8 +248,12 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> str:
         raise SpecError(str(exc)) from None
     for folder, what in ((options.storage, "--storage"), (options.out, "--out")):
         _check_writable(Path(folder), what)
-    if not options.address:
-        check_resources(spec, {"CPU": options.num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
+    if options.resume:
+        _find_resumable(Path(options.storage).resolve(), spec.name)
+    if options.address:
+        _check_address(options.address, timeout=5.0)  # the whole command errs within 10 s
+    else:
+        check_resources(spec, {"CPU": num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
     check_data(spec)
     check_models(spec)
     return uri
