@@ -36,6 +36,7 @@ import yaml
 
 from vgtune.analysis import fairness
 from vgtune.core import packing, usercode
+from vgtune.driver import local_ray
 from vgtune.driver.mlflow_callback import flush_all
 from vgtune.driver.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.driver.trial_members import members
@@ -102,7 +103,8 @@ def _check_address(address: str, timeout: float = 10.0) -> None:
 
 
 def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
-    """Start or join Ray; the spec's own modules (`model: mynet:build`) travel with the job as py_modules."""
+    """Start (`local_ray`) or join Ray; the spec's own modules (`model: mynet:build`) travel with the job as
+    py_modules. `prepare` has checked the options."""
     import ray
 
     if ray.is_initialized():
@@ -118,9 +120,8 @@ def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
     runtime_env = {"py_modules": shipped} if shipped else None
     if options.address:
         ray.init(address=options.address, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1,
-                 runtime_env=runtime_env)
+    else:  # in a session of its own, out of reach of signals sent to the sweep's process group
+        local_ray.start(options.num_cpus, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
 
 
 def _no_restore_hint(record: logging.LogRecord) -> bool:
@@ -397,10 +398,13 @@ def _outcomes(result) -> list[dict[str, Any]]:
 
 
 def _stop_on_sigterm() -> list[int]:
-    """Make SIGTERM (a scheduler's kill, `docker stop`) stop the sweep as gracefully as Ctrl-C.
+    """Make SIGTERM (a scheduler's kill, `docker stop`, `timeout`) stop the sweep as gracefully as Ctrl-C.
 
     Installed after `ray.init`, whose own SIGTERM handler would abort the driver. The
-    handler turns SIGTERM into the SIGINT Tune listens for; the list records it.
+    handler turns SIGTERM into the SIGINT Tune listens for; the list records it. A local
+    Ray runs in a session of its own with SIGTERM blocked (`local_ray`), so a SIGTERM to
+    the sweep's whole process group, or to every process of the job, leaves it running
+    while Tune saves its state.
     """
     received: list[int] = []
 
