@@ -57,9 +57,12 @@ def start(num_cpus: int | None, log_to_driver: bool, runtime_env: dict | None) -
         raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus}")
     import ray
 
+    if _holder is not None:  # one started before, and since left by `ray.shutdown()`: stop it first
+        stop()
+    else:
+        atexit.register(stop)
     _token_auth_as_ray_init()
     _holder = _spawn(num_cpus)
-    atexit.register(stop)
     joining = logging.getLogger("ray._private.worker")  # "Connecting to existing Ray cluster at ...": the holder
     level = joining.level  # has said "Started a local Ray instance.", as ray.init() does
     joining.setLevel(logging.WARNING)
