@@ -81,12 +81,12 @@ BAD_VALUES = [  # (call, the error's path, its valid values (a prefix), its one 
      "thresholds.vanishing: must be a number < 0, got 1"),
     (lambda spec: vgtune.probe(dataset="mnist"), "dataset", (), "dataset 'mnist' needs a data root"),
     (lambda spec: vgtune.sweep(spec, verbose=5), "verbose", (), "verbose must be 0, 1 or 2, got 5"),
-    (lambda spec: vgtune.sweep(spec, num_cpus=0), "num_cpus", (), "num_cpus must be an integer >= 1, got 0"),
-    (lambda spec: vgtune.sweep(spec, overrides={"fixed.epochs": 0}), "fixed", (),
-     "fixed: epochs must be an integer >= 1, got 0"),
+    (lambda spec: vgtune.sweep(spec, num_cpus=0), "num_cpus", (), "num_cpus: must be an integer >= 1, got 0"),
+    (lambda spec: vgtune.sweep(spec, overrides={"fixed.epochs": 0}), "fixed.epochs", (),
+     "fixed.epochs: must be an integer >= 1, got 0"),
     (lambda spec: vgtune.sweep(spec.parent / "none.yaml"), "", (), "spec file "),
     (lambda spec: vgtune.report(tracking_uri="bogus://store"), "tracking_uri", (),
-     "tracking_uri: tracking URI 'bogus://store': scheme must be sqlite, http(s) or file"),
+     "tracking_uri: tracking URI 'bogus://store': scheme must be sqlite or http(s)"),
 ]
 
 

@@ -100,19 +100,32 @@ CORPUS |= {name: (f"name: t\n{case['spec']}", [], case["error"])
            for name, case in _corpus("user_code_cases.yaml").items()}
 
 
+def _args(tmp_path, extra):
+    return ["sweep", str(tmp_path / "spec.yaml"), "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *extra]
+
+
+# --dry-run makes the checks a real run makes before Ray starts: it refuses every case with the same line.
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
 @pytest.mark.parametrize("case", list(CORPUS))
-def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_line(case, dry_run, tmp_path, capsys):
     text, extra, message = CORPUS[case]
     (tmp_path / "spec.yaml").write_text(text)
     (tmp_path / "badnets.py").write_text(USER_CODE)
-    args = ["sweep", str(tmp_path / "spec.yaml"), "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *extra]
-    code = cli.main(args)
+    code = cli.main(_args(tmp_path, extra + ["--dry-run"] * dry_run))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("vgtune: error: ") and message in err[0], err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
     assert not ray.is_initialized(), "Ray was started before the error"
+
+
+def test_a_dry_run_of_a_good_spec_passes_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(GOOD)
+    assert cli.main(_args(tmp_path, ["--dry-run", "--num-cpus", "1"])) == 0
+    assert capsys.readouterr().out.startswith("ok: at most 1 trials")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+    assert not ray.is_initialized()
 
 
 def test_missing_spec_file(capsys):

@@ -1,10 +1,12 @@
 """`vgtune probe` and `vgtune report` end to end (no Ray needed)."""
 
 import textwrap
+import time
 
 import pandas as pd
 import pytest
 
+from tests.helpers import free_port
 from vgtune import cli
 
 
@@ -61,14 +63,49 @@ def test_python_m_vgtune_is_the_command_line(python):
     assert proc.returncode == 0 and proc.stdout.startswith("usage: vgtune [-h] [-V] {sweep,probe,report}")
 
 
-def test_report_needs_an_experiment(tmp_path, capsys):
-    assert cli.main(["report", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
-    assert "name an EXPERIMENT or pass --last" in capsys.readouterr().err
+def _error_line(capsys) -> str:
+    """The one line a refused command printed (nothing on stdout)."""
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("vgtune: error: ")
+    return err.strip()
 
 
-def test_report_last_with_no_sweep_says_so(mlflow_uri, capsys):
-    assert cli.main(["report", "--last", "--tracking-uri", mlflow_uri]) == 2
-    assert "no vgtune sweep in" in capsys.readouterr().err
+@pytest.mark.parametrize("args,message", [
+    ([], "report: name an EXPERIMENT (or a sweep id), pass --sweep ID, or pass --last"),
+    (["tiny", "--last"], "report: --last (every sweep of the most recent sweep's experiment) or EXPERIMENT 'tiny', "
+                         "not both"),
+    (["--last", "--sweep", "tiny-1"], "or --sweep 'tiny-1', not both"),
+])
+def test_report_refuses_a_missing_or_contradictory_choice(tmp_path, capsys, args, message):
+    assert cli.main(["report", *args, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert message in _error_line(capsys)
+
+
+@pytest.mark.parametrize("args", [["--last"], ["tiny"], ["--sweep", "tiny-20261202-031500"]])
+def test_a_report_that_finds_no_store_writes_nothing(tmp_path, monkeypatch, capsys, args):
+    """No store where the report looks: one line naming the command that makes one; no mlflow.db appears."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli.main(["report", *args]) == 2
+    assert _error_line(capsys) == ("vgtune: error: no vgtune sweep in sqlite:///mlflow.db yet (no MLflow store "
+                                   "there); run `vgtune sweep SPEC` first, or pass the --tracking-uri it used")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("uri,message", [
+    (None, "is not reachable"),  # a port nothing listens on
+    ("file:///tmp/mlruns", "is a folder store, which MLflow 3 no longer opens"),
+    ("mlruns", "is a folder store"),
+])
+def test_a_report_from_a_store_it_cannot_open_errs_within_seconds(tmp_path, monkeypatch, capsys, uri, message):
+    monkeypatch.chdir(tmp_path)
+    uri = uri or f"http://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    assert cli.main(["report", "--last", "--tracking-uri", uri]) == 2
+    assert time.perf_counter() - started < 10
+    assert message in _error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_probe_applies_the_specs_saturation_threshold(tmp_path, capsys):
@@ -113,3 +150,16 @@ def test_probe_draws_the_phase_diagram_with_the_critical_line(tmp_path, capsys):
     # tanh's critical sigma_w^2 is 1: Xavier's 2.78 times init_scale^2 crosses it between 0.6 and 1.0
     critical = float(out.split("chi_1 = 1 at init_scale ")[1].split(")")[0])
     assert 0.6 < critical < 1.0
+
+
+@pytest.mark.parametrize("spec_lines,line", [
+    ("metric: train_loss\n", "  metric: train_loss, mode: min (inferred: lower train_loss is better; mode: overrides)"),
+    ("metric: train_acc\n", "  metric: train_acc, mode: max (inferred: higher train_acc is better; mode: overrides)"),
+    ("metric: train_loss\nmode: max\n", "  metric: train_loss, mode: max (from the spec)"),
+])
+def test_a_dry_run_says_which_way_the_metric_is_optimized(tmp_path, capsys, spec_lines, line):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nparameters: {depth: [2]}\nfixed: {width: 4, epochs: 1}\n" + spec_lines)
+    assert cli.main(["sweep", str(spec), "--dry-run", "--num-cpus", "1", "--storage", str(tmp_path / "runs"),
+                     "--out", str(tmp_path / "r"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 0
+    assert line in capsys.readouterr().out.splitlines()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vgtune import api
+from vgtune import api, cli
 from vgtune.analysis import report
 from vgtune.analysis.effects import effects
 from vgtune.core.columns import CONTRACT_FACTORS, RESULTS
@@ -136,6 +136,24 @@ def test_the_api_reports_the_latest_an_experiment_or_one_sweep(store, tmp_path):
     assert older.experiment == "known" and older.trials["test_acc"].tolist() == [0.5]
     with pytest.raises(reader.UnknownExperiment, match="no experiment or sweep 'nope'.*experiments: known"):
         api.report("nope", tracking_uri=uri, out=tmp_path)
+
+
+def test_a_report_of_one_sweep_is_logged_on_that_sweeps_run(tmp_path, capsys):
+    """`vgtune report --sweep ID` (no experiment needed) reads that sweep's runs and attaches its report to that
+    sweep's run, not to the experiment's newest."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("two", artifact_location=(tmp_path / "art").as_uri())
+    parents = {}
+    for i, sweep in enumerate(("two-1", "two-2")):  # two-2 started later: the experiment's newest sweep run
+        parents[sweep] = client.create_run(exp_id, start_time=1000 * (i + 1), tags={
+            "vgtune.role": "sweep", "vgtune.sweep": sweep}).info.run_id
+        _trial(client, exp_id, parents[sweep], sweep, depth=4, activation="relu", norm="none", seed=i, acc=0.9,
+               att=-0.1, diagnosis="healthy")
+    assert cli.main(["report", "--sweep", "two-1", "--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 0
+    assert "1 trials: 1 completed" in capsys.readouterr().out
+    logged = {sweep: [a.path for a in client.list_artifacts(run_id)] for sweep, run_id in parents.items()}
+    assert logged == {"two-1": ["report"], "two-2": []}
 
 
 def test_unknown_experiment_lists_existing(store):

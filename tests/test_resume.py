@@ -1,15 +1,17 @@
-"""Interrupt a real sweep (SIGINT to the driver), resume it, count the runs.
+"""Interrupt a real sweep (SIGINT to the driver, SIGTERM to its process group), resume it, count the runs.
 
 The sweep runs as a `vgtune` subprocess with its own local Ray, so this module
 starts no Ray of its own.
 """
 
+import os
 import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,6 +39,42 @@ def _busy_percent(out):
     """The share of its wall time a sweep's summary says its trial slots spent training and evaluating."""
     (line,) = [ln for ln in out.splitlines() if ln.startswith("sweep ") and "of it training" in ln]
     return int(line.split("at a time, ")[1].split("%")[0])
+
+
+def _wait_until(proc, uri, ready, timeout=180):
+    """Until `ready(trial runs)` holds (or the sweep ended)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            if ready(_trial_runs(uri)[1]):
+                return
+        except Exception:  # the store is being created
+            continue
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, or stopped but not yet reaped (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _sweep(tmp_path, *extra):
@@ -161,3 +199,49 @@ def test_a_sweep_interrupted_in_a_look_resumes_there_and_runs_what_its_design_wo
                                  order_by=["start_time ASC"])
     assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]  # one parent run per invocation
     assert [p.data.tags["vgtune.resumed"] for p in parents] == ["false", "true"]
+
+
+SIGTERM_SPEC = """
+name: resumable
+parameters:
+  depth: [3, 5]
+  seed: [0, 1]
+fixed: {width: 8, epochs: 3, init: kaiming_normal}
+stop: {gradient_collapse: false}
+"""
+
+
+def test_a_sigterm_to_the_process_group_stops_the_sweep_resumably(tmp_path):
+    """What `timeout`, `systemctl stop` and Slurm send: SIGTERM to every process of the sweep's process group. The
+    local Ray runs in a session of its own, so it outlives the signal: the sweep stops within 10 s, as Ctrl-C
+    stops it, prints the line that continues it, and that line finishes every trial."""
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(SIGTERM_SPEC))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # Its own process group, as `timeout` gives the command it runs.
+    proc = subprocess.Popen(_sweep(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            start_new_session=True)
+    # Once a trial has logged its first epoch: it is mid-way, with the others still to run.
+    _wait_until(proc, uri, lambda runs: any("val_acc" in r.data.metrics for r in runs))
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    ray_pids = [pid for pid in _descendants(proc.pid) if os.getsid(pid) != proc.pid]  # the head's session
+    assert ray_pids, "no process of the sweep runs in a session of its own"
+    sent = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert time.perf_counter() - sent < 10, out[-3000:]
+    deadline = time.time() + 10  # the driver stopped the Ray it started (and its MLflow writer)
+    while time.time() < deadline and any(_alive(pid) for pid in ray_pids):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in ray_pids)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "Failed to connect to GCS" not in out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("Continue with: ")]
+    resume = shlex.split(line.removeprefix("Continue with: "))
+    resumed = subprocess.run([sys.executable, "-m", "vgtune.cli", *resume[1:]], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    client, runs = _trial_runs(uri)
+    assert len(runs) == 4 and len({r.data.tags["vgtune.trial_id"] for r in runs}) == 4
+    assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "completed" for r in runs)
+    for r in runs:  # one complete history per trial: no gaps, no duplicated steps
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")] == [1, 2, 3]

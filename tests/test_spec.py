@@ -71,7 +71,7 @@ def test_a_rule_across_fields_names_the_grid_value_not_fixed():
     raw = {"name": "t", "arch": "resnet_cifar", "parameters": {"depth": [20, 10]}}
     with pytest.raises(SpecError, match=r"^parameters.depth\[1\]: depth for resnet_cifar must be 6n\+2"):
         spec_mod.parse(raw)
-    with pytest.raises(SpecError, match=r"^fixed: lr must be a number > 0"):
+    with pytest.raises(SpecError, match=r"^fixed.lr: must be a number > 0"):
         spec_mod.parse(raw | {"parameters": {"depth": [20]}, "fixed": {"lr": -1}})
     assert len(spec_mod.parse(raw | {"parameters": {"depth": [20, 32]}}).trials) == 2
 
@@ -96,7 +96,7 @@ BAD = [
     ("name: t\ndataset: imagenet\n", r"^dataset: unknown dataset 'imagenet'; valid: digits"),
     ("name: t\ndataset: {name: digits, path: x}\n", r"dataset.path: unknown key; valid: name, root"),
     ("name: t\nmetric: loss\n", r"metric: unknown metric 'loss'; valid: val_acc"),
-    ("name: t\nfixed: {epochs: 1.5}\n", r"fixed: epochs must be an integer >= 1, got 1.5"),
+    ("name: t\nfixed: {epochs: 1.5}\n", r"fixed.epochs: must be an integer >= 1, got 1.5"),
     ("name: t\nfixed: {device: cuda}\n", r"fixed.device: set by the spec's top-level resources: key"),
     ("name: t\nstop: {patience: 0}\n", r"stop.patience: must be an integer >= 1, got 0"),
     ("- a\n- b\n", r"a spec is a mapping of keys"),
@@ -112,7 +112,9 @@ def test_bad_specs_name_the_key_and_the_choices(tmp_path, text, message):
 @pytest.mark.parametrize("raw,path,problem", [
     ({"parameters": {"activation": ["relu", "swish"]}}, "parameters.activation[1]", "unknown activation 'swish'"),
     ({"dataset": {"name": "digits", "max_gb": 0}}, "dataset.max_gb", "must be a number > 0, got 0"),
-    ({"fixed": {"lr": -1}}, "fixed", "lr must be a number > 0, got -1"),
+    ({"fixed": {"lr": -1}}, "fixed.lr", "must be a number > 0, got -1"),
+    ({"configs": [{"lr": -1}]}, "configs[0].lr", "must be a number > 0, got -1"),
+    ({"variants": [{}, {"epochs": 0}]}, "variants[1].epochs", "must be an integer >= 1, got 0"),
     ({"stop": {"patience": 0}}, "stop.patience", "must be an integer >= 1, got 0"),
 ])
 def test_errors_carry_their_key_path_as_data(raw, path, problem):
@@ -223,3 +225,15 @@ def test_only_a_spec_that_names_user_code_puts_its_folder_on_the_path(tmp_path):
         assert str(tmp_path.resolve()) in sys.path
     finally:
         sys.path.remove(str(tmp_path.resolve()))
+
+
+@pytest.mark.parametrize("metric,mode", [("val_acc", "max"), ("train_acc", "max"), ("train_loss", "min")])
+def test_a_metric_without_mode_is_optimized_in_its_own_direction(metric, mode):
+    assert spec_mod.parse({"name": "t", "metric": metric}).mode == mode
+    assert spec_mod.parse({"name": "t", "metric": metric, "mode": "max"}).mode == "max"  # mode: wins
+
+
+def test_a_metric_with_no_better_end_needs_a_mode():
+    with pytest.raises(SpecError, match="^mode: metric grad_attenuation has no better end to assume"):
+        spec_mod.parse({"name": "t", "metric": "grad_attenuation"})
+    assert spec_mod.parse({"name": "t", "metric": "grad_attenuation", "mode": "min"}).mode == "min"

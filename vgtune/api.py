@@ -181,30 +181,48 @@ def _load(spec, overrides, values) -> SweepSpec:
     return spec_mod.load(spec, overrides_for(spec, overrides, values))
 
 
+def check_sweep(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
+                tracking_uri: str | None = None, storage: str | os.PathLike = "runs",
+                out: str | os.PathLike = "reports", num_cpus: int | None = None, address: str | None = None,
+                resume: bool = False, **values: Any) -> SweepSpec:
+    """Every check `sweep` makes before Ray starts, with nothing started or written (`vgtune sweep --dry-run`):
+    the spec, the options (--num-cpus, --resume, the folders), the store, the data, user code, and whether a trial
+    fits this machine (on a cluster, --address only answers: its resources are checked once a sweep joins it).
+    Returns the spec; raises SpecError as `sweep` would."""
+    from vgtune.driver.runner import prepare
+
+    loaded = _load(spec, overrides, values)
+    prepare(loaded, _options(tracking_uri, storage, out, num_cpus, address, resume))
+    return loaded
+
+
+def _options(tracking_uri, storage, out, num_cpus, address, resume, verbose=1):
+    from vgtune.driver.runner import SweepOptions
+
+    return SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage), out=os.fspath(out),
+                        resume=resume, num_cpus=num_cpus, verbose=verbose)
+
+
 def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None, *,
                tracking_uri: str | None = None, storage: str | os.PathLike = "runs",
                out: str | os.PathLike = "reports", num_cpus: int | None = None, address: str | None = None,
                resume: bool = False, verbose: int = 1, **values: Any) -> SweepOutcome:
     """Run a spec's trials through Ray Tune, tracked in MLflow, without the report (`sweep` without its last step).
     Raises SweepInterrupted if Ctrl-C or SIGTERM stopped it first."""
-    from vgtune.driver.runner import SweepOptions, run_sweep
+    from vgtune.driver.runner import run_sweep
 
-    _check_options(num_cpus, resume, verbose)
+    _check_options(resume, verbose)
     loaded = _load(spec, overrides, values)
-    options = SweepOptions(address=address, tracking_uri=tracking_uri, storage=os.fspath(storage),
-                           out=os.fspath(out), resume=resume, num_cpus=num_cpus, verbose=verbose)
-    outcome = run_sweep(loaded, options)
+    outcome = run_sweep(loaded, _options(tracking_uri, storage, out, num_cpus, address, resume, verbose))
     if outcome.unfinished:
         raise SweepInterrupted(outcome, loaded.total_trials)
     return outcome
 
 
-def _check_options(num_cpus: int | None, resume: bool, verbose: int) -> None:
-    """The sweep options that no later step checks: InputError naming the option."""
+def _check_options(resume: bool, verbose: int) -> None:
+    """The sweep options that `prepare` does not check: InputError naming the option."""
     from vgtune.core import checks
 
-    if num_cpus is not None:
-        checks.integer("num_cpus", num_cpus, 1)
     checks.boolean("resume", resume)
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise checks.invalid("verbose", f"must be 0, 1 or 2, got {verbose!r}")
@@ -249,10 +267,12 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         an experiment name (a spec's `name`: every sweep of it); or one sweep's id as `vgtune sweep` printed it
         (e.g. "tiny-20261202-031500": that invocation's runs only, as `--sweep`).
     experiment: the experiment, where `sweep` names one of its sweeps.
-    Raises UnknownExperiment (an InputError) listing what the store holds, InputError at `tracking_uri` for a store
-    that cannot be reached.
+    tracking_uri: the MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
+    The report's files are also logged on the sweep run: the newest of the experiment, or of the sweep named.
+    Raises InputError at `tracking_uri` within seconds for a store that cannot be read (a server that does not
+    answer, a folder store), UnknownExperiment (an InputError) listing what the store holds (a store that is not
+    there is read, never created).
     """
-    from vgtune.analysis import report as report_mod
     from vgtune.tracking.reader import UnknownExperiment, experiment_of, experiments, last_experiment
 
     uri = _checked_uri(tracking_uri)
@@ -266,18 +286,20 @@ def report(sweep: str | None = None, *, experiment: str | None = None, tracking_
         if experiment is None:
             raise UnknownExperiment("sweep", f"no experiment or sweep {sweep!r} in {uri}", experiments(uri),
                                     "experiments")
+    from vgtune.analysis import report as report_mod  # plots and statistics: seconds, so after the checks
+
     made = report_mod.make(experiment, uri, Path(out), sweep=only)
     return SweepResult(made.tables["trials"], made.tables["effects"], made.folder, experiment, uri, made.findings,
                        made.tables)
 
 
 def _checked_uri(tracking_uri: str | None) -> str:
-    """The MLflow store to read, checked: InputError at `tracking_uri` if it cannot be reached or written."""
+    """The MLflow store to read, checked within seconds: InputError at `tracking_uri` if it cannot be read."""
     from vgtune.tracking.store import check_uri, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     try:
-        check_uri(uri)
+        check_uri(uri, write=False)
     except ValueError as exc:
         raise InputError("tracking_uri", str(exc)) from None
     return uri

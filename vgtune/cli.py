@@ -48,22 +48,27 @@ def _add_probe(sub) -> None:
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="rank the mitigations of a sweep from its MLflow runs")
-    p.add_argument("experiment", nargs="?", help="MLflow experiment (= the spec's name)")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment (= the spec's name), or one sweep's id as "
+                                                 "`vgtune sweep` printed it")
     p.add_argument("--last", action="store_true", help="the experiment of the most recent sweep")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                           "sqlite:///mlflow.db)")
     p.add_argument("--out", default="reports", help="writes OUT/<experiment>/ (default: reports)")
-    p.add_argument("--sweep", help="only the runs of this sweep folder (default: all of the experiment)")
+    p.add_argument("--sweep", help="only the runs of this sweep (its id, e.g. tiny-20261202-031500); with no "
+                                   "EXPERIMENT, its own experiment")
 
 
 def _dry_run(spec) -> int:
     print(f"{spec.name}: at most {spec.total_trials} trials; factors: {', '.join(spec.factors) or '(none)'}")
+    better = "higher" if spec.mode == "max" else "lower"
+    why = "from the spec" if "mode" in spec.raw else f"inferred: {better} {spec.metric} is better; mode: overrides"
+    print(f"  metric: {spec.metric}, mode: {spec.mode} ({why})")
     arms = len(spec.arms)
     if spec.nuisance:
         settings = len({m["nuisance"] for m in spec.meta})
         print(f"  select: {arms} arms x {settings} nuisance settings ({', '.join(spec.nuisance)}) x "
-              f"{spec.repeats or 1} seeds = {len(spec.trials)} trials; each arm's setting is chosen on {spec.metric} "
-              f"({spec.mode}), trying up to {spec.extend} steps past an edge of its grid")
+              f"{spec.repeats or 1} seeds = {len(spec.trials)} trials; each arm's setting is chosen on {spec.metric}, "
+              f"trying up to {spec.extend} steps past an edge of its grid")
     if spec.looks:
         seeds = spec.confirm_seeds()
         print(f"  confirm: each arm at its setting on fresh seeds ({seeds[0]}..{seeds[-1]}), in looks of "
@@ -121,8 +126,10 @@ def _browse_hint(uri: str, experiment_id: str | None) -> str:
 
 def cmd_sweep(args) -> int:
     started = time.perf_counter()  # the whole command, as a user times it: Ray start, trials, report
-    if args.dry_run:
-        return _dry_run(api.load_spec(args.spec, args.overrides))
+    if args.dry_run:  # the checks a real run makes before Ray starts, then what it would run
+        return _dry_run(api.check_sweep(args.spec, args.overrides, tracking_uri=args.tracking_uri,
+                                        storage=args.storage, out=args.out, num_cpus=args.num_cpus,
+                                        address=args.address, resume=args.resume))
     try:
         outcome = api.run_trials(args.spec, args.overrides, tracking_uri=args.tracking_uri, storage=args.storage,
                                  out=args.out, num_cpus=args.num_cpus, address=args.address, resume=args.resume,
@@ -165,12 +172,25 @@ def cmd_probe(args) -> int:
 
 
 def cmd_report(args) -> int:
-    if not args.experiment and not args.last:
-        raise SpecError("report: name an EXPERIMENT or pass --last")
-    result = api.report(args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    if args.last and (args.experiment or args.sweep):
+        given = f"EXPERIMENT {args.experiment!r}" if args.experiment else f"--sweep {args.sweep!r}"
+        raise SpecError(f"report: --last (every sweep of the most recent sweep's experiment) or {given}, not both")
+    if not (args.experiment or args.sweep or args.last):
+        raise SpecError("report: name an EXPERIMENT (or a sweep id), pass --sweep ID, or pass --last")
+    if args.sweep:  # one sweep's runs, of EXPERIMENT if given (else of the sweep's own experiment)
+        result = api.report(args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    else:  # EXPERIMENT (or a sweep id, as `vgtune.report` takes it), or the most recent sweep's experiment
+        result = api.report(args.experiment, tracking_uri=args.tracking_uri, out=args.out)
     print(result.summary())
     print(f"Report: {result.report_dir / 'report.html'}")
     return 0
+
+
+def _as_flag(exc: InputError) -> str:
+    """The error's line, a sweep option named as the flag the user typed (`--num-cpus`, not `num_cpus`)."""
+    if exc.path in api.SWEEP_OPTIONS:
+        return type(exc)(f"--{exc.path.replace('_', '-')}", exc.problem, exc.valid, exc.hint).message()
+    return str(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except InputError as exc:  # a spec, an option, an experiment, a dataset
-        print(f"vgtune: error: {exc}", file=sys.stderr)
+        print(f"vgtune: error: {_as_flag(exc)}", file=sys.stderr)
         return 2
     except TrackingError as exc:
         print(f"vgtune: error: {exc}", file=sys.stderr)

@@ -5,7 +5,8 @@ cell, best first), mitigations.csv (the effect of every mitigation at every dept
 and cell: one row per comparison, with its interval and verdict), main_effects.csv,
 best_per_depth.csv, depth_trends.csv, report.md, a self-contained report.html
 (plots embedded) and the PNG plots. The folder is also logged under `report/` on
-the newest parent run of the experiment. `read_tables` reads a folder back, also
+the newest parent run of the experiment (of the one sweep reported, where `sweep`
+names it). `read_tables` reads a folder back, also
 one written before ranking.csv and mitigations.csv swapped names.
 """
 
@@ -472,7 +473,7 @@ class Report:
 def make(experiment: str, uri: str, out_root: Path, sweep: str | None = None, log_artifacts: bool = True) -> Report:
     """Write the report folder for `experiment` (only sweep folder `sweep`'s runs, if given) from MLflow."""
     df = load_trials(uri, experiment, sweep)
-    run = experiment_sweep_run(uri, experiment)
+    run = experiment_sweep_run(uri, experiment, sweep)
     folder = out_root / experiment
     findings, res = write(df, experiment, folder, thresholds_of(run), Selection.of(run))
     if log_artifacts and run is not None:

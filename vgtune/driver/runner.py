@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from vgtune.core import usercode
+from vgtune.driver import local_ray
 from vgtune.driver.mlflow_callback import flush_all
 from vgtune.driver.spec import SpecError, SweepSpec, check_data, check_models, check_resources
 from vgtune.driver.trial_members import members
@@ -96,7 +97,8 @@ def _check_address(address: str, timeout: float = 10.0) -> None:
 
 
 def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
-    """Start or join Ray; the spec's own modules (`model: mynet:build`) travel with the job as py_modules."""
+    """Start (`local_ray`) or join Ray; the spec's own modules (`model: mynet:build`) travel with the job as
+    py_modules. `prepare` has checked the options."""
     import ray
 
     if ray.is_initialized():
@@ -111,11 +113,9 @@ def _init_ray(options: SweepOptions, spec: SweepSpec) -> None:
     shipped = usercode.shipped(spec.references)
     runtime_env = {"py_modules": shipped} if shipped else None
     if options.address:
-        _check_address(options.address)
         ray.init(address=options.address, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=options.verbose > 1,
-                 runtime_env=runtime_env)
+    else:  # in a session of its own, out of reach of signals sent to the sweep's process group
+        local_ray.start(options.num_cpus, log_to_driver=options.verbose > 1, runtime_env=runtime_env)
 
 
 def _no_restore_hint(record: logging.LogRecord) -> bool:
@@ -209,7 +209,12 @@ def _restore(spec: SweepSpec, path: Path):
 
 
 def prepare(spec: SweepSpec, options: SweepOptions) -> str:
-    """Every check that can fail before Ray starts or MLflow is written; returns the tracking URI."""
+    """Every check that can fail before Ray starts or MLflow is written; returns the tracking URI.
+
+    `vgtune sweep --dry-run` runs these same checks (a cluster's resources are checked once joined)."""
+    num_cpus = options.num_cpus
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+        raise SpecError("num_cpus", f"must be an integer >= 1, got {num_cpus!r}")
     uri = resolve_uri(options.tracking_uri)
     try:
         check_uri(uri)
@@ -217,8 +222,12 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> str:
         raise SpecError(str(exc)) from None
     for folder, what in ((options.storage, "--storage"), (options.out, "--out")):
         _check_writable(Path(folder), what)
-    if not options.address:
-        check_resources(spec, {"CPU": options.num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
+    if options.resume:
+        _find_resumable(Path(options.storage).resolve(), spec.name)
+    if options.address:
+        _check_address(options.address, timeout=5.0)  # the whole command errs within 10 s
+    else:
+        check_resources(spec, {"CPU": num_cpus or os.cpu_count() or 1, "GPU": _local_gpus()})
     check_data(spec)
     check_models(spec)
     return uri
@@ -294,10 +303,13 @@ def _outcomes(result) -> list[dict[str, Any]]:
 
 
 def _stop_on_sigterm() -> list[int]:
-    """Make SIGTERM (a scheduler's kill, `docker stop`) stop the sweep as gracefully as Ctrl-C.
+    """Make SIGTERM (a scheduler's kill, `docker stop`, `timeout`) stop the sweep as gracefully as Ctrl-C.
 
     Installed after `ray.init`, whose own SIGTERM handler would abort the driver. The
-    handler turns SIGTERM into the SIGINT Tune listens for; the list records it.
+    handler turns SIGTERM into the SIGINT Tune listens for; the list records it. A local
+    Ray runs in a session of its own with SIGTERM blocked (`local_ray`), so a SIGTERM to
+    the sweep's whole process group, or to every process of the job, leaves it running
+    while Tune saves its state.
     """
     received: list[int] = []
 

@@ -43,6 +43,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ MODEL_KEYS = ("model", "arch", "probe")  # top-level keys that are TrainConfig f
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
 STAGES = ("select", "confirm")  # select chooses each arm's nuisance setting; confirm retrains it on fresh seeds
 MODES = ("max", "min")
+# The direction in which a metric is better, for a spec that gives `metric:` without `mode:` (grad_attenuation
+# has none: healthy is near 0, so a spec that selects on it says which end it wants).
+DIRECTIONS = {"val_acc": "max", "train_acc": "max", "train_loss": "min"}
 SCHEDULERS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "max_t")}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 STOP_KEYS = ("gradient_collapse", "attenuation_floor", "patience")
@@ -115,7 +119,7 @@ class SweepSpec:
     name: str  # MLflow experiment name and run-folder prefix
     trials: list[dict[str, Any]]  # complete TrainConfig dicts, one per trial
     metric: str = "val_acc"  # what schedulers optimize
-    mode: str = "max"  # max | min
+    mode: str = "max"  # max | min: the spec's `mode:`, else the metric's direction (`DIRECTIONS`)
     resources: Resources = field(default_factory=Resources)  # per trial
     scheduler: dict[str, Any] = field(default_factory=lambda: {"type": "fifo"})  # fifo | asha + options
     stop: StopRule = field(default_factory=StopRule)  # gradient-collapse stopper
@@ -324,27 +328,34 @@ def _checked(values: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def _error(where: str, exc: OptionError) -> SpecError:
-    """The option's error at its own top-level key (`model`, `dataset.max_gb`), else at `where`."""
+def _error(where: str, exc: OptionError, keys: Iterable[str] = ()) -> SpecError:
+    """The option's error at its own key: a top-level one (`model`, `dataset.max_gb`), or `where.option` when
+    `where` is a section that sets it (`keys`: the section's keys, `model_args.k` for a factory's keyword);
+    else at `where`."""
     own = OWN_PATHS.get(exc.option)
-    return SpecError.at(own, exc, own=True) if own else SpecError.at(where, exc)
+    if own:
+        return SpecError.at(own, exc, own=True)
+    if any(key == exc.option or key.startswith(f"{exc.option}.") for key in keys):
+        return SpecError.at(f"{where}.{exc.option}", exc, own=True)
+    return SpecError.at(where, exc)
 
 
-def _train_config(where: str, values: dict[str, Any]) -> TrainConfig:
+def _train_config(where: str, values: dict[str, Any], keys: Iterable[str] = ()) -> TrainConfig:
     try:
         return _checked(values)
     except OptionError as exc:
-        raise _error(where, exc) from None
+        raise _error(where, exc, keys) from None
 
 
 def _check_values(base: dict[str, Any], fixed: dict[str, Any], axes: dict[str, list | dict]) -> None:
     """Every grid value, with the first value of the other axes (rules span fields: resnet_cifar's depth, a
-    factory's keywords), so an error names `parameters.KEY[i]`, or `fixed` when the option it names is fixed."""
+    factory's keywords), so an error names `parameters.KEY[i]`, or `fixed.KEY` when the option it names is fixed
+    (`fixed` when vgtune's default of an option the spec does not set clashes with what it does set)."""
     firsts = {k: _first(a) for k, a in axes.items()}
     try:
         _checked(base | fixed | firsts)
     except OptionError as exc:
-        raise _error(f"parameters.{exc.option}[0]" if exc.option in axes else "fixed", exc) from None
+        raise _error(f"parameters.{exc.option}[0]" if exc.option in axes else "fixed", exc, fixed) from None
     for key, axis in axes.items():
         for i, value in enumerate(_values(axis)):
             _train_config(f"parameters.{key}[{i}]", base | fixed | firsts | {key: value})
@@ -473,14 +484,13 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SpecError("name", f"must be a non-empty string without '/', got {name!r}")
-    metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
+    metric = raw.get("metric", "val_acc")
     if metric in TEST_METRICS:
         raise SpecError("metric", f"{metric} is test data, which never chooses a setting or drives a scheduler",
                         SELECTION_METRICS)
     if metric not in SELECTION_METRICS:
         raise SpecError("metric", f"unknown metric {metric!r}", SELECTION_METRICS)
-    if mode not in MODES:
-        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    mode = _mode(raw, metric)
     resources = _resources(raw)
     correction = _choice(raw, "correction", verdicts.CORRECTIONS)
     base = _dataset(raw) | _model(raw) | {"threads": max(1, int(resources.cpu)),
@@ -513,20 +523,22 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     else:  # the first look's seeds (or none: the trials as the grid says)
         seeds = [{"seed": i} for i in range(looks[0])] if looks else [{}]
     stage = {"stage": _stage(nuisance), "look": "1" if looks and not nuisance else ""}
-    points: list[tuple[str, dict[str, Any], str]] = []  # (where, scientific values, variant label)
+    # (where, scientific values, variant label, the keys `where` itself sets: an error about one names it there)
+    points: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = []
     if axes or fixed_only or variants != [{}]:
         for _ in range(samples if dist_keys or not nuisance else 1):  # with nuisance, samples draw settings
             for point in itertools.product(*(axes[k] for k in grid_keys)):
                 values = base | fixed | dict(zip(grid_keys, point)) | {k: _sample(axes[k], rng) for k in dist_keys}
                 for i, variant in enumerate(variants):
-                    points.append((f"variants[{i}]" if variant else "parameters", values | variant, _label(variant)))
-    points += [(f"configs[{i}]", base | fixed | c, "") for i, c in enumerate(explicit)]
+                    points.append((f"variants[{i}]" if variant else "parameters", values | variant, _label(variant),
+                                   variant))
+    points += [(f"configs[{i}]", base | fixed | c, "", c) for i, c in enumerate(explicit)]
     trials: list[dict[str, Any]] = []
     meta: list[dict[str, str]] = []
-    for where, values, variant in points:
+    for where, values, variant, own in points:
         for setting in settings:
             for s in seeds:
-                trials.append(_train_config(where, values | setting | s).to_dict())
+                trials.append(_train_config(where, values | setting | s, own).to_dict())
                 meta.append(trial_meta(trials[-1], list(nuisance), variant) | stage)
 
     max_failures = _number("max_failures", raw.get("max_failures", 2), 0, integer=True)
@@ -549,6 +561,19 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
                      grid={k: list(a) for k, a in nuisance.items() if isinstance(a, list)})
     spec.family_size = _family_size(spec, "family" in raw)
     return spec
+
+
+def _mode(raw: dict, metric: str) -> str:
+    """`mode:`, else the direction in which `metric` is better (`DIRECTIONS`); a metric without one needs it."""
+    if "mode" not in raw:
+        if metric not in DIRECTIONS:
+            raise SpecError("mode", f"metric {metric} has no better end to assume (healthy is near 0); set mode: "
+                            "max or mode: min")
+        return DIRECTIONS[metric]
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def _stage(nuisance) -> str:

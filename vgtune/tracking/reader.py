@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from vgtune.core.columns import ARM_COLUMNS, RESULT_METRICS, RESULTS, STOP_REASON
 from vgtune.core.schema import FACTORS, RENAMED, RUNNING, parse_param
 from vgtune.exceptions import InputError
-from vgtune.tracking.store import client_for, sqlite_path
+from vgtune.tracking.store import client_for, holds_runs, sqlite_path
 
 SQL_INF = 1.7e308  # MLflow's SQL stores keep +-inf as +-max float
 
@@ -49,8 +49,16 @@ class UnknownExperiment(InputError):
         return f"{self.problem}; {self.listing}: {', '.join(self.valid) or '(none)'}" if self.listing else self.problem
 
 
+def _client(uri: str) -> MlflowClient:
+    """A client of the store at `uri`; UnknownExperiment where there is none, which a read never creates."""
+    if not holds_runs(uri):
+        raise UnknownExperiment("sweep", f"no vgtune sweep in {uri} yet (no MLflow store there); run `vgtune sweep "
+                                "SPEC` first, or pass the --tracking-uri it used", listing="")
+    return client_for(uri)
+
+
 def experiments(uri: str) -> list[str]:
-    return [e.name for e in client_for(uri).search_experiments() if e.name != "Default"]
+    return [e.name for e in _client(uri).search_experiments() if e.name != "Default"]
 
 
 def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
@@ -60,32 +68,40 @@ def latest_sweep_run(client: MlflowClient, experiment_ids: list[str]):
     return runs[0] if runs else None
 
 
-def experiment_sweep_run(uri: str, experiment: str):
-    """The most recently started sweep (parent) run of `experiment`, or None."""
-    client = client_for(uri)
+def experiment_sweep_run(uri: str, experiment: str, sweep: str | None = None):
+    """The most recently started sweep (parent) run of `experiment`, or of its sweep `sweep` (a resumed sweep has
+    one per invocation); None if there is none."""
+    client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
-    return latest_sweep_run(client, [exp.experiment_id]) if exp is not None else None
+    if exp is None:
+        return None
+    if sweep is None:
+        return latest_sweep_run(client, [exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], f"tags.`vgtune.role` = 'sweep' and tags.`vgtune.sweep` = '{sweep}'",
+                              max_results=1, order_by=["start_time DESC"])
+    return runs[0] if runs else None
 
 
 def last_experiment(uri: str) -> str:
     """The experiment of the most recently started sweep."""
-    client = client_for(uri)
+    client = _client(uri)
     run = latest_sweep_run(client, [e.experiment_id for e in client.search_experiments()])
     if run is None:
-        raise UnknownExperiment("sweep", f"no vgtune sweep in {uri} yet; run `make sweep` first", listing="")
+        raise UnknownExperiment("sweep", f"no vgtune sweep in {uri} yet; run `vgtune sweep SPEC` first, or pass "
+                                "the --tracking-uri it used", listing="")
     return client.get_experiment(run.info.experiment_id).name
 
 
 def experiment_of(uri: str, sweep: str) -> str | None:
     """The experiment whose runs carry the sweep folder name `sweep` (None if no run does)."""
-    client = client_for(uri)
+    client = _client(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(ids, f"tags.`vgtune.sweep` = '{sweep}'", max_results=1) if ids else []
     return client.get_experiment(runs[0].info.experiment_id).name if runs else None
 
 
 def _require(uri: str, experiment: str) -> str:
-    exp = client_for(uri).get_experiment_by_name(experiment)
+    exp = _client(uri).get_experiment_by_name(experiment)
     if exp is None:
         names = experiments(uri)
         raise UnknownExperiment("experiment", f"no experiment {experiment!r} in {uri}", names)
@@ -95,7 +111,7 @@ def _require(uri: str, experiment: str) -> str:
 def load_trials(uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
     """One row per distinct trial configuration of `experiment` (optionally one sweep folder)."""
     exp_id = _require(uri, experiment)
-    client = client_for(uri)
+    client = _client(uri)
     filt = "tags.`vgtune.role` = 'trial'" + (f" and tags.`vgtune.sweep` = '{sweep}'" if sweep else "")
     runs = _sqlite_runs(uri, exp_id, sweep)
     if runs is None:

@@ -10,11 +10,12 @@ block the sweep's writer, and a second writer waits instead of failing with
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from mlflow.tracking import MlflowClient
 
@@ -69,8 +70,10 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-def check_uri(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast (ValueError naming the address) if the store cannot be reached or written."""
+def check_uri(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+    """Fail fast (ValueError naming the address) if the store cannot be reached, or written (`write`): a tracking
+    server must answer /health within `timeout` seconds, a SQLite file's folder must take files. Folder (`file:`)
+    stores, which MLflow 3 no longer opens, and other schemes are refused here, before anything starts."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
@@ -83,10 +86,32 @@ def check_uri(uri: str, timeout: float = 10.0) -> None:
                              "`make mlflow-server` or pass another --tracking-uri") from None
     elif parsed.scheme == "sqlite":
         folder = Path(sqlite_path(uri)).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
+        if write and (not folder.is_dir() or not os.access(folder, os.W_OK)):
             raise ValueError(f"tracking store {uri}: folder {folder} does not exist or is not writable")
-    elif parsed.scheme not in ("file", ""):
-        raise ValueError(f"tracking URI {uri!r}: scheme must be sqlite, http(s) or file")
+    elif parsed.scheme in ("file", ""):
+        raise ValueError(f"tracking URI {uri!r} is a folder store, which MLflow 3 no longer opens; use "
+                         "sqlite:///PATH.db (`mlflow migrate-filestore` converts a folder store) or http://HOST:PORT")
+    else:
+        raise ValueError(f"tracking URI {uri!r}: scheme must be sqlite or http(s)")
+
+
+def holds_runs(uri: str) -> bool:
+    """Whether a store can hold anything to read: a server's, or a SQLite file with MLflow's tables (opened
+    read-only, so that looking never creates the file that MlflowClient would)."""
+    if not uri.startswith("sqlite:"):
+        return True
+    path = Path(sqlite_path(uri))
+    if not path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
+                               ).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
 
 
 def sqlite_path(uri: str) -> str:

@@ -9,8 +9,9 @@ the SQL inserts and the per-trial plot cost the driver nothing. Writes still
 happen one at a time (SQLite sees a single writer), and a tracking server that
 is briefly away (restarted, say) costs retries, not runs.
 
-The writer runs in its own session, so Ctrl-C at a terminal stops the sweep,
-not the writes that record it; it exits when the driver closes the pipe.
+The writer runs in its own session and ignores SIGINT and SIGTERM, so Ctrl-C at a
+terminal or a job's SIGTERM stops the sweep, not the writes that record it; it
+exits when the driver closes the pipe.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 from vgtune.tracking.store import TrackingError, Unavailable
 
 log = logging.getLogger("vgtune.tracking")
+IGNORED = {signal.SIGINT, signal.SIGTERM}  # the writer's end is the driver's call
 STATE = ("parent_run_id", "exp_id", "counts", "finished_before")  # what a flush reports of the RunLogger
 
 
@@ -61,9 +63,14 @@ class WriterProcess:
     def __init__(self, logger_args: tuple, retries: int = 8, backoff: float = 0.5, max_delay: float = 30.0):
         req_read, req_write = os.pipe()
         rep_read, rep_write = os.pipe()
-        self._proc = subprocess.Popen([sys.executable, "-m", __name__, str(req_read), str(rep_write)],
-                                      pass_fds=(req_read, rep_write), stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
+        # Started with the signals it ignores blocked, so that one arriving while it starts waits for `main`.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED)
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", __name__, str(req_read), str(rep_write)],
+                                          pass_fds=(req_read, rep_write), stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(req_read)
         os.close(rep_write)
         self._requests = os.fdopen(req_write, "wb")
@@ -152,7 +159,11 @@ def serve(requests, replies: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when writing ends
+    # The driver decides when writing ends (it closes the pipe, also when it dies): a Ctrl-C, or a SIGTERM sent
+    # to every process of a job (Slurm, systemd), stops the sweep, whose last writes still land.
+    for signum in IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED)
     logging.basicConfig(format="vgtune writer: %(message)s", level=logging.WARNING)
     with os.fdopen(int(argv[0]), "rb") as requests:
         serve(requests, int(argv[1]))
