@@ -208,3 +208,16 @@ def _key(item):
 def whole_items(design):
     """Every trial a finished design handed out, rebuilt from its arms (for replaying outcomes)."""
     return [it for arm in design.arms.values() for it in design._wanted(arm)]
+
+
+def test_a_factory_keyword_axis_makes_arms_of_its_own():
+    from pathlib import Path
+
+    from vgtune.core import usercode
+
+    usercode.add_path(str(Path(__file__).parents[1] / "examples"))
+    raw = {"name": "m", "model": "mynet:build", "dataset": "mydata:load", "variants": [{}, {"norm": "batch"}],
+           "parameters": {"depth": [2], "model_args": {"head_dropout": [0.0, 0.1]}},
+           "nuisance": {"lr": [0.01, 0.04]}, "repeats": 1, "fixed": {"width": 4}}
+    design = spec_mod.parse(raw).design()
+    assert len(design.arms) == 4 and len(design.comparisons) == 2  # batch norm at each scale

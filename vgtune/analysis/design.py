@@ -32,6 +32,7 @@ import pandas as pd
 
 from vgtune.analysis import effects, fairness
 from vgtune.analysis import verdicts as vd
+from vgtune.core.schema import param_text
 
 Key = tuple[str, str, int]  # (arm, nuisance setting label, seed): one trial
 BROKEN = ("diverged", "stopped")  # failed to train by status (`effects.failures` adds: at chance)
@@ -90,7 +91,8 @@ class Design:
         for it in items:
             arm = it["meta"]["arm"]
             if arm not in arms:
-                scientific = {k: v for k, v in it["train"].items() if k not in config.nuisance and k != "seed"}
+                scientific = {k: param_text(v) if isinstance(v, dict | list) else v  # as MLflow holds them
+                              for k, v in it["train"].items() if k not in config.nuisance and k != "seed"}
                 arms[arm] = _Arm(arm, [], scientific | {"variant": it["meta"].get("variant", "")})
             arms[arm].items.append(it)
         self.arms = arms
