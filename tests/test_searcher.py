@@ -40,23 +40,24 @@ def test_it_hands_out_packs_longest_first_then_waits_then_finishes():
         search.on_trial_complete(tid, _result(search.trials[tid], 0.5))
     confirm, then = _drain(search, "u")
     assert {m["meta"]["stage"] for c in confirm for m in packing.members(c["trial"])} == {"confirm"}
+    assert not any("member_stop" in c for c in confirm)  # a confirmation trial trains its full budget
     for tid in [t for t in search.trials if t.startswith("u")]:
         search.on_trial_complete(tid, _result(search.trials[tid], 0.5))
     assert search.suggest("v0") == Searcher.FINISHED
 
 
-def test_a_trial_cut_short_without_an_error_records_nothing_an_errored_one_records_its_members():
+def test_a_trial_that_never_reported_records_nothing_one_cut_short_is_left_out_of_comparisons():
     spec = spec_mod.parse(SPEC)
     search = AdaptiveSearch(spec.design(), "off", slots=1)
     _drain(search)
     ids = list(search.trials)
-    search.on_trial_complete(ids[0], None)  # stopped while pending (an interrupt): it runs again on resume
-    running = _result(search.trials[ids[1]], 0.5, status="running")
-    search.on_trial_complete(ids[1], running)  # stopped while running: not ended
+    search.on_trial_complete(ids[0], None)  # removed while pending: nothing ran
     assert not search.design.results
+    search.on_trial_complete(ids[1], _result(search.trials[ids[1]], 0.5, status="running"))  # a scheduler's stop
     search.on_trial_complete(ids[2], None, error=True)
-    assert list(search.design.results.values()) == [{"status": "error", "val_acc": None, "test_acc": None,
-                                                    "chance_acc": None}]
+    recorded = sorted(search.design.results.values(), key=lambda r: r["status"])
+    assert [(r["status"], r["stop_reason"]) for r in recorded] == [("error", None),
+                                                                   ("stopped", "stopped by the scheduler")]
 
 
 def test_its_state_round_trips_and_a_restored_searcher_suggests_nothing_twice(tmp_path):

@@ -33,9 +33,9 @@ def test_confirmation_seeds_follow_a_fixed_seed():
 
 
 def test_looks_default_to_5_10_20_and_a_spec_without_nuisance_is_its_own_confirmation():
-    assert spec.parse(TUNED).looks == (5, 10, 20) and spec.parse(TUNED).confirm == 20
+    assert spec.parse(TUNED).looks == (5, 10, 20) and len(spec.parse(TUNED).confirm_seeds()) == 20
     plain = spec.parse({"name": "t", "parameters": {"depth": [3]}, "repeats": 3})
-    assert plain.confirm == 0 and plain.stage == "confirm" and plain.total_trials == 3 and plain.looks == (3,)
+    assert plain.stage == "confirm" and plain.total_trials == 3 and plain.looks == (3,)
     assert {m["stage"] for m in plain.meta} == {"confirm"} and {m["look"] for m in plain.meta} == {"1"}
     looks = spec.parse({"name": "t", "parameters": {"depth": [3]}, "seeds": [2, 4]})
     assert [t["seed"] for t in looks.trials] == [0, 1] and looks.first_seed == 0 and looks.total_trials == 4

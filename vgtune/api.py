@@ -91,9 +91,10 @@ class SweepInterrupted(KeyboardInterrupt):
     A KeyboardInterrupt, so that `except Exception` does not swallow the user's interrupt."""
 
     def __init__(self, outcome: SweepOutcome, total: int) -> None:
-        self.outcome, self.total = outcome, total
+        self.outcome, self.total = outcome, total  # total: the most trials the sweep's design could run
+        cut = f", {outcome.unfinished} were cut short" if outcome.unfinished else ""
         super().__init__(f"sweep {outcome.sweep_id}: interrupted after {outcome.wall_seconds:.0f}s; "
-                         f"{outcome.finished} of {total} trials finished, {total - outcome.finished} did not.")
+                         f"{outcome.finished} trials finished{cut}, and the design has more to run.")
 
 
 # ------------------------------------------------------------------ sweep
@@ -214,7 +215,7 @@ def run_trials(spec: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[
     _check_options(resume, verbose)
     loaded = _load(spec, overrides, values)
     outcome = run_sweep(loaded, _options(tracking_uri, storage, out, num_cpus, address, resume, verbose))
-    if outcome.unfinished:
+    if outcome.interrupted:
         raise SweepInterrupted(outcome, loaded.total_trials)
     return outcome
 

@@ -71,7 +71,8 @@ def _dry_run(spec) -> int:
               f"trying up to {spec.extend} steps past an edge of its grid")
     if spec.looks:
         seeds = spec.confirm_seeds()
-        print(f"  confirm: each arm at its setting on fresh seeds ({seeds[0]}..{seeds[-1]}), in looks of "
+        which = "at its setting on fresh seeds" if spec.nuisance else "on seeds"
+        print(f"  confirm: each arm {which} ({seeds[0]}..{seeds[-1]}), in looks of "
               f"{', '.join(map(str, spec.looks))} seeds, while a comparison of it is undecided; full budget")
         print(f"  verdicts: {spec.family_size} comparisons in the family ({spec.family}), {spec.correction}; "
               f"negligible inside +-{spec.margin:g}")

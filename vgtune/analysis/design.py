@@ -32,10 +32,10 @@ import pandas as pd
 
 from vgtune.analysis import effects, fairness
 from vgtune.analysis import verdicts as vd
+from vgtune.core.member import SCHEDULER_STOP
 from vgtune.core.schema import param_text
 
 Key = tuple[str, str, int]  # (arm, nuisance setting label, seed): one trial
-BROKEN = ("diverged", "stopped")  # failed to train by status (`effects.failures` adds: at chance)
 
 
 @dataclass
@@ -43,9 +43,9 @@ class DesignConfig:
     """What the design needs of a spec, beyond its trials."""
 
     looks: tuple[int, ...] = vd.DEFAULT_LOOKS  # cumulative confirmation seeds at each look; (): no confirmation
-    first_seed: int = 1  # the first confirmation seed (fresh: after every selection seed)
+    first_seed: int = 0  # the first confirmation seed (fresh: after every selection seed)
     nuisance: tuple[str, ...] = ()  # the options tuned per arm
-    grid: dict[str, list] = field(default_factory=dict)  # each nuisance option's listed values (the bracket's steps)
+    grid: dict[str, list] = field(default_factory=dict)  # the listed values of the options the bracket extends
     extend: int = 2  # steps the bracket may try past each edge of the grid
     metric: str = "val_acc"  # chooses each arm's setting (never test data)
     mode: str = "max"
@@ -65,10 +65,6 @@ class _Arm:
     items: list[dict[str, Any]]  # the spec's trials of this arm (select; or look 1 without nuisance)
     row: dict[str, Any]  # its scientific values (for the comparisons)
 
-    def settings(self, nuisance: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-        """label -> nuisance values of the spec's settings."""
-        return {it["meta"]["nuisance"]: {k: it["train"][k] for k in nuisance} for it in self.items}
-
 
 @dataclass
 class _Comparison:
@@ -84,7 +80,7 @@ class Design:
     def __init__(self, items: list[dict[str, Any]], config: DesignConfig,
                  check: Callable[[dict[str, Any]], bool] | None = None):
         self.config = config
-        self.check = check or (lambda train: True)  # whether a bracket's next setting is a valid trial
+        self.check = check or _any  # whether a bracket's next setting is a valid trial
         self.static = not config.looks  # the spec's trials are the whole sweep
         self.confirm_only = not config.nuisance  # nothing to select: every arm is chosen from the start
         arms: dict[str, _Arm] = {}
@@ -98,8 +94,8 @@ class Design:
         self.arms = arms
         self.comparisons = self._comparisons()
         family = sum(c.family for c in self.comparisons) or 1
-        plan = config.plan
-        self.plan = vd.Plan(plan.looks, plan.margin, plan.correction, family, plan.alpha)
+        plan = config.plan  # judged at the looks trials are proposed at
+        self.plan = vd.Plan(config.looks or plan.looks, plan.margin, plan.correction, family, plan.alpha)
         self.results: dict[Key, dict[str, Any]] = {}  # every finished trial's outcome
         self.proposed: set[Key] = set()  # every trial handed out
         self._memo: dict[Any, Any] = {}  # decisions derived from the current results (cleared by `record`)
@@ -129,9 +125,11 @@ class Design:
         return new
 
     def record(self, item: dict[str, Any], outcome: dict[str, Any]) -> None:
-        """A trial's outcome: its final `status`, the selection metric, `test_acc` and `chance_acc`."""
-        keep = ("status", self.config.metric, "test_acc", "chance_acc")
-        self.results[_key(item)] = {k: outcome.get(k) for k in keep}
+        """A trial's outcome: its final `status`, the selection metric, `test_acc`, `chance_acc` and `stop_reason`.
+        The first outcome of a trial stands: a decision once acted on is never revised (a resumed sweep that runs
+        an errored trial again decides as before)."""
+        keep = ("status", self.config.metric, "test_acc", "chance_acc", "stop_reason")
+        self.results.setdefault(_key(item), {k: outcome.get(k) for k in keep})
         self._memo = {}
 
     @property
@@ -222,7 +220,7 @@ class Design:
         values: dict[str, list[float]] = {}
         for it in tried:
             res = self.results[_key(it)]
-            if res["status"] != "error":
+            if _compared(res):
                 values.setdefault(it["meta"]["nuisance"], []).append(res[self.config.metric])
         return {k: fairness.mean_score(v, self.config.mode) for k, v in values.items()}
 
@@ -263,7 +261,7 @@ class Design:
                 pair = [self.results.get((a, lbl, seed)) for a, lbl in zip((c.mitigated, c.baseline), chosen)]
                 if any(o is None for o in pair):
                     return None
-                if all(o["status"] != "error" for o in pair):
+                if all(_compared(o) for o in pair):
                     rows.append(pair)
                     look.append(j)
         if not rows:
@@ -283,8 +281,18 @@ class Design:
                 if len(c.mitigated) == 1 and len(c.baseline) == 1]
 
 
+def _compared(outcome: dict[str, Any]) -> bool:
+    """Whether a trial's outcome enters a choice or a comparison: not errored, nor cut short by a scheduler (the
+    rule of `effects.scored`)."""
+    return outcome["status"] != "error" and not str(outcome.get("stop_reason") or "").startswith(SCHEDULER_STOP)
+
+
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _any(train: dict[str, Any]) -> bool:
+    return True
 
 
 def _label(setting: dict[str, Any]) -> str:

@@ -200,21 +200,28 @@ def effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = (), plan: 
             family: Any = FAMILY_DEFAULT, chance_margin: float = 0.05, family_size: int | None = None) -> pd.DataFrame:
     """One row per (mitigation, cell): accuracy and attenuation effects against the baseline, ranked per cell
     by the validation effect. The family's rows are judged look by look (`plan`, `vgtune.analysis.verdicts`),
-    the others described; a `look` column (1, 2, ...) places each trial's seed in its look (none: one look).
-    `family_size`: the family's comparisons as the sweep's design counted them (default: those found here)."""
+    every column of a row on the seeds its verdict rests on; the others are described on every seed. A `look`
+    column (1, 2, ...) places each trial's seed in its look (none: one look); a look still short of its planned
+    seeds on either arm (a sweep still running) is not judged. `family_size`: the family's comparisons as the
+    sweep's design counted them (the larger of that and those found here judges them)."""
+    plan = plan or vd.Plan()
+    complete = _complete_looks(df, plan)
     df = failures(scored(df), chance_margin)
     found = comparisons(df, nuisance)
     if not found:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     judged = in_family([c.cell for c in found], family)
-    plan = plan or vd.Plan()
-    plan = vd.Plan(plan.looks, plan.margin, plan.correction, family_size or max(1, sum(judged)), plan.alpha)
-    rows, looks = [], []
+    plan = vd.Plan(plan.looks, plan.margin, plan.correction, max(family_size or 0, sum(judged), 1), plan.alpha)
+    rows = []
     for comparison, member in zip(found, judged):
-        row, data = _effect(comparison, df.loc[comparison.mitigated], df.loc[comparison.baseline], plan)
-        rows.append(row | {"family": member})
-        looks.append(data)
-    out = _judge(pd.DataFrame(rows), looks, plan)
+        mit, ref = df.loc[comparison.mitigated], df.loc[comparison.baseline]
+        looks = min((complete.get(a, len(plan.looks)) for a in {*mit.get("arm", []), *ref.get("arm", [])}),
+                    default=len(plan.looks))
+        rows.append(_effect(comparison, mit, ref, plan, member, looks))
+    out = pd.DataFrame(rows)
+    if plan.correction in ("holm", "bh"):
+        out = _step_down(out, plan)
+    out = out.drop(columns="_test")
     cell_cols = [c for c in out.columns if c not in EFFECT_COLUMNS]
     out = out[EFFECT_COLUMNS[:4] + cell_cols + EFFECT_COLUMNS[4:-1]]
     group = out[["depth"] + cell_cols].map(str).agg("|".join, axis=1)
@@ -222,48 +229,52 @@ def effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = (), plan: 
     return out.sort_values(["depth", *cell_cols, "rank", "mitigation"], na_position="last").reset_index(drop=True)
 
 
-def _judge(out: pd.DataFrame, looks: list[list[tuple[st.Test, bool]]], plan: vd.Plan) -> pd.DataFrame:
-    """Verdict, interval at its level, adjusted p, detectable effect and why it stopped, for every row: the family's
-    judged together (look by look; holm and bh over the family's last look), the others described."""
-    if plan.correction in ("holm", "bh"):
-        return _step_down(out, looks, plan)
-    cols: dict[str, list] = {k: [] for k in ("verdict", "look", "seeds", "ci_low", "ci_high", "level", "p_adjusted",
-                                            "mde", "stopped", "delta_test_acc")}
-    for member, data in zip(out["family"], looks):
-        if member:
-            j = vd.judge(data, plan)
-            values = [j.verdict, j.look, j.seeds, j.low, j.high, j.level,
-                      min(1.0, j.p * plan.alpha / j.level) if j.look else np.nan,
-                      data[j.look - 1][0].mde(j.level) if j.look else np.nan, j.reason, j.mean]
-        else:
-            test = data[-1][0] if data else st.Test(diffs=np.array([]))
-            low, high = vd.describe(test)
-            values = ["", len(data), test.n, low, high, st.ALPHA, np.nan, test.mde(st.ALPHA),
-                      "outside the family: not judged", test.mean]
-        for k, v in zip(cols, values):
-            cols[k].append(v)
-    return out.assign(**cols)
+def _complete_looks(df: pd.DataFrame, plan: vd.Plan) -> dict[str, int]:
+    """arm -> how many of its leading looks have every planned seed (errored trials count: they ran)."""
+    if "arm" not in df.columns or "look" not in df.columns:
+        return {}
+    planned = np.diff(np.r_[0, plan.looks])
+    look = _look_of(df)
+    out = {}
+    for arm, looks in pd.Series(look, index=df.index).groupby(df["arm"]):
+        counts = looks.value_counts()
+        out[arm] = next((k for k, n in enumerate(planned) if counts.get(k + 1, 0) < n), len(planned))
+    return out
 
 
-def _step_down(out: pd.DataFrame, looks: list[list[tuple[st.Test, bool]]], plan: vd.Plan) -> pd.DataFrame:
+def _verdict(data: list[tuple[st.Test, bool]], plan: vd.Plan, member: bool) -> dict[str, Any]:
+    """The verdict columns of a row: judged look by look for the family, described (95%, every seed) otherwise."""
+    if member:
+        j = vd.judge(data, plan)
+        test = data[j.look - 1][0] if j.look else st.Test(diffs=np.array([]))
+        return {"verdict": j.verdict, "look": j.look, "seeds": j.seeds, "ci_low": j.low, "ci_high": j.high,
+                "level": j.level, "p_adjusted": min(1.0, j.p * plan.alpha / j.level) if j.look else np.nan,
+                "mde": test.mde(j.level) if j.look else np.nan, "stopped": j.reason, "delta_test_acc": j.mean,
+                "_test": test}
+    test = data[-1][0] if data else st.Test(diffs=np.array([]))
+    low, high = vd.describe(test)
+    return {"verdict": "", "look": len(data), "seeds": test.n, "ci_low": low, "ci_high": high, "level": st.ALPHA,
+            "p_adjusted": np.nan, "mde": test.mde(st.ALPHA), "stopped": "outside the family: not judged",
+            "delta_test_acc": test.mean, "_test": test}
+
+
+def _step_down(out: pd.DataFrame, plan: vd.Plan) -> pd.DataFrame:
     """`holm` / `bh` over the family's comparisons at their one look; no `negligible` (see verdicts)."""
     member = out["family"].to_numpy(dtype=bool)
-    tests = [data[-1][0] if data else st.Test(diffs=np.array([])) for data in looks]
-    neither = [bool(data) and data[-1][1] for data in looks]
+    tests = list(out["_test"])
+    neither = (out["verdict"] == vd.NEITHER).to_numpy()
     p = np.array([t.p_value() if m and not nt else np.nan for t, m, nt in zip(tests, member, neither)])
     p_adjusted, levels = st.adjust(p, plan.correction, plan.alpha)
     level = st.mde_level(int((~np.isnan(p_adjusted)).sum()), plan.correction, plan.alpha)
     verdict, low, high, why = [], [], [], []
     for t, m, nt, a in zip(tests, member, neither, levels):
-        lvl = a if not np.isnan(a) else st.ALPHA
-        v, lo, hi = vd.at_look(t, nt, lvl, None) if m else (None, *vd.describe(t))
+        v, lo, hi = vd.at_look(t, nt, a if not np.isnan(a) else st.ALPHA, None) if m else (None, *vd.describe(t))
         verdict.append((v or vd.INCONCLUSIVE) if m else "")
         low.append(lo)
         high.append(hi)
         why.append(f"{plan.correction} over the family, {t.n} seeds" if m else "outside the family: not judged")
-    return out.assign(verdict=verdict, look=[len(d) for d in looks], seeds=[t.n for t in tests], ci_low=low,
-                      ci_high=high, level=levels, p_adjusted=p_adjusted, mde=[t.mde(level) for t in tests],
-                      stopped=why, delta_test_acc=[t.mean for t in tests])
+    return out.assign(verdict=verdict, ci_low=low, ci_high=high, level=levels, p_adjusted=p_adjusted,
+                      mde=[t.mde(level) for t in tests], stopped=why)
 
 
 def _pairs(mit: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
@@ -296,20 +307,22 @@ def paired_looks(mit_score: np.ndarray, ref_score: np.ndarray, mit_failed: np.nd
     return out
 
 
-def _effect(comparison: Comparison, mit: pd.DataFrame, ref: pd.DataFrame,
-            plan: vd.Plan) -> tuple[dict, list[tuple[st.Test, bool]]]:
+def _effect(comparison: Comparison, mit: pd.DataFrame, ref: pd.DataFrame, plan: vd.Plan, member: bool,
+            looks: int) -> dict[str, Any]:
+    """One comparison's row, judged on at most its first `looks` looks; every column on the seeds its verdict
+    rests on."""
     chosen = "; ".join(sorted({str(v) for v in mit.get("nuisance", pd.Series(dtype=str)).dropna() if v}))
     row = {"mitigation": comparison.mitigation, "factor": comparison.factor, "value": comparison.value,
-           **comparison.cell, "nuisance": chosen}
+           **comparison.cell, "family": member, "nuisance": chosen}
     pairs = _pairs(mit, ref)
     if len(pairs):
         look = np.maximum(_look_of(pairs), _look_of(pairs.rename(columns=lambda c: c[:-5] if c.endswith("_base")
                                                                       else c + "_mit")))
         data = paired_looks(pairs["test_acc"].to_numpy(float), pairs["test_acc_base"].to_numpy(float),
                             pairs["failed"].to_numpy(bool), pairs["failed_base"].to_numpy(bool), look,
-                            len(plan.looks))
-        used = look <= (len(data) or 1)
-        pairs = pairs[used]
+                            min(len(plan.looks), looks))
+        row |= _verdict(data, plan, member)
+        pairs = pairs[look <= max(row["look"], 1)]
         rescued, moves = _transitions(pairs["diagnosis_base"], pairs["diagnosis"])
         delta, vanished, vanished_base = _median_change(pairs["grad_attenuation_final"],
                                                         pairs["grad_attenuation_final_base"])
@@ -319,7 +332,8 @@ def _effect(comparison: Comparison, mit: pd.DataFrame, ref: pd.DataFrame,
                    rescued=rescued, transitions=moves)
     else:  # nothing pairs (sampled options, several trials per seed): compare group means, one look
         test = st.Test(a=mit["test_acc"].to_numpy(dtype=float), b=ref["test_acc"].to_numpy(dtype=float))
-        data = [(test, vd.both_failed(mit["failed"].to_numpy(bool), ref["failed"].to_numpy(bool)))]
+        row |= _verdict([(test, vd.both_failed(mit["failed"].to_numpy(bool), ref["failed"].to_numpy(bool)))],
+                        plan, member)
         row.update(n=len(mit), paired=False,
                    delta_val_acc=mit["val_acc"].mean() - ref["val_acc"].mean() if len(ref) else np.nan,
                    delta_attenuation=(_finite_median(mit["grad_attenuation_final"])
@@ -333,7 +347,7 @@ def _effect(comparison: Comparison, mit: pd.DataFrame, ref: pd.DataFrame,
                failed=int(mit["failed"].sum()), failed_baseline=int(ref["failed"].sum()),
                healthy=int(((mit["diagnosis"] == "healthy") & (mit["status"] != "diverged")).sum()),
                unhealthy_baselines=int((ref["diagnosis"] != "healthy").sum()))
-    return row, data
+    return row
 
 
 def _finite_median(values: pd.Series) -> float:

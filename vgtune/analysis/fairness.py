@@ -31,10 +31,9 @@ def finished(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores(df: pd.DataFrame, metric: str, mode: str) -> pd.Series:
-    """Mean `metric` per (arm, nuisance) over seeds; a non-finite score is the worst possible."""
-    worst = -math.inf if mode == "max" else math.inf
-    values = pd.to_numeric(df[metric], errors="coerce").where(lambda v: v.map(math.isfinite), worst)
-    return values.groupby([df["arm"], df["nuisance"]]).mean()
+    """`mean_score` of `metric` per (arm, nuisance) over seeds: the rule the sweep's design chooses by."""
+    values = pd.to_numeric(df[metric], errors="coerce")
+    return values.groupby([df["arm"], df["nuisance"]]).agg(lambda v: mean_score(list(v), mode))
 
 
 def mean_score(values: list[float], mode: str) -> float:
@@ -93,13 +92,15 @@ def select(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> pd.D
     return df.assign(selected=df["nuisance"] == df["arm"].map(chosen))
 
 
-def shared_setting(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> str:
+def shared_setting(df: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> str | None:
     """The one nuisance setting best on average over every arm: what a single shared setting would be (among the
     settings every arm tried: the spec's grid, not the steps some arms' brackets took past it)."""
     scores = _scores(finished(df), metric, mode)
     arms = scores.index.get_level_values("arm").nunique()
     common = scores.groupby(level="nuisance").size().loc[lambda n: n == arms].index
     per_setting = scores[scores.index.get_level_values("nuisance").isin(common)].groupby(level="nuisance").mean()
+    if per_setting.empty:  # no setting finished on every arm: there is no shared one to show
+        return None
     return str(per_setting.idxmax() if mode == "max" else per_setting.idxmin())
 
 

@@ -26,6 +26,7 @@ from vgtune.analysis import effects, fairness, phase, plots
 from vgtune.analysis import verdicts as vd
 from vgtune.core.columns import CONTRACT_FACTORS, SELECTION_METRICS, SWEEP, TRIALS_HEAD
 from vgtune.core.diagnosis import Thresholds
+from vgtune.core.member import SCHEDULER_STOP
 from vgtune.core.schema import FACTORS, RUNNING
 from vgtune.tracking.logger import log_report
 from vgtune.tracking.reader import experiment_sweep_run, load_trials
@@ -177,12 +178,14 @@ def _verdict_lines(eff: pd.DataFrame, selection: Selection) -> list[str]:
     looks = family.groupby("look")["seeds"].agg(["size", "max"])
     lines.append("Seeds used: " + ", ".join(f"{int(r['size'])} ended at look {int(k)} ({int(r['max'])} seeds)"
                                             for k, r in looks.iterrows() if k) + ".")
-    open_ = family[family["verdict"] == vd.INCONCLUSIVE]
-    if len(open_):
-        cells = effects.cell_columns(eff)
-        lines.append("Inconclusive after the last look: " + "; ".join(
-            f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}, {int(r['seeds'])} seeds, "
-            f"{100 * r['delta_test_acc']:+.1f} points" for _, r in open_.iterrows()) + ".")
+    cells, planned = effects.cell_columns(eff), len(selection.looks or (1,))
+    undecided = family[family["verdict"] == vd.INCONCLUSIVE]
+    for words, rows in (("Inconclusive after the last look", undecided[undecided["look"] >= planned]),
+                        ("Still open (the sweep has not run their next look)", undecided[undecided["look"] < planned])):
+        if len(rows):
+            lines.append(f"{words}: " + "; ".join(
+                f"{r['mitigation']}{' (' + _cell(r, cells) + ')' if _cell(r, cells) else ''}, {int(r['seeds'])} "
+                f"seeds, {100 * r['delta_test_acc']:+.1f} points" for _, r in rows.iterrows()) + ".")
     outside = len(eff) - len(family)
     if outside:
         lines.append(f"{outside} comparison(s) outside the family are shown with an unadjusted 95% interval and "
@@ -222,6 +225,9 @@ def _findings(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: Selecti
     if counts.get(RUNNING):
         lines.append(f"**The sweep is still running**: {counts['running']} trials have not finished; this "
                      "report covers it as far as it got.")
+    elif not selection.finished:
+        lines.append("**The sweep was interrupted** before its design had run everything: comparisons still open "
+                     "are not final (`vgtune sweep SPEC --resume` continues it).")
     lines += _evidence_lines(df, res, selection)
     lines += _best_lines(res, selection) + _edge_lines(res["edges"], selection) + _changed_lines(res)
     trends = res["depth_trends"]
@@ -248,7 +254,7 @@ def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: S
         first = df[df["stage"] != "confirm"]
         how = (f"{df['arm'].nunique()} arms; each chose its {', '.join(selection.nuisance) or 'setting'} on "
                f"{selection.metric} over {first['seed'].nunique()} seed(s)")
-        beyond = _bracketed(first, selection)
+        beyond = _bracketed(first)
         if beyond:
             how += f" ({beyond} tried steps past the edge of the grid)"
         if (df["stage"] == "confirm").any():
@@ -265,15 +271,26 @@ def _evidence_lines(df: pd.DataFrame, res: dict[str, pd.DataFrame], selection: S
                      f"most {100 * selection.chance_margin:g} points above the chance rate): each scores the chance "
                      "rate (its test split's majority-class share), never its network's output, so two failed "
                      "networks differ by nothing.")
-    cut = len(effects.scored(df[df["stage"] == "confirm"] if "stage" in df else df))
     stopped = evidence[evidence["status"] == "stopped"]
-    if len(stopped):
-        lines.append(f"{len(stopped)} compared trial(s) were stopped early for a collapsed gradient and count as "
-                     "failed to train; `stop: {gradient_collapse: false}` trains every trial fully.")
-    partial = len(evidence[evidence["status"].isin(["completed", "diverged", "stopped"])]) - cut
-    if partial > 0:
-        lines.append(f"{partial} trial(s) a scheduler stopped early ran part of the budget and enter no comparison.")
+    cut = stopped[_cut_short(stopped)]
+    if len(stopped) > len(cut):
+        lines.append(f"{len(stopped) - len(cut)} compared trial(s) were stopped early for a collapsed gradient and "
+                     "count as failed to train; `stop: {gradient_collapse: false}` trains every trial fully.")
+    if len(cut):
+        lines.append(f"{len(cut)} trial(s) were cut short by a scheduler or an interrupt: they ran part of the "
+                     "budget and enter no comparison.")
+    sweeps = evidence["sweep"].dropna().nunique() if "sweep" in evidence else 0
+    if sweeps > 1:
+        lines.append(f"This report pools {sweeps} sweeps of the experiment (each configuration's newest finished run "
+                     "counts), and judges their comparisons as one family.")
     return lines
+
+
+def _cut_short(stopped: pd.DataFrame) -> pd.Series:
+    """Stopped trials a scheduler or an interrupt ended (not the gradient-collapse stopper)."""
+    if "stop_reason" not in stopped:
+        return pd.Series(False, index=stopped.index)
+    return stopped["stop_reason"].fillna("").astype(str).str.startswith(SCHEDULER_STOP)
 
 
 def _looks_words(selection: Selection) -> str:
@@ -282,12 +299,13 @@ def _looks_words(selection: Selection) -> str:
     return "one look"
 
 
-def _bracketed(first: pd.DataFrame, selection: Selection) -> int:
-    """Arms whose selection tried a value outside the spec's grid (from the trials: more settings than others)."""
+def _bracketed(first: pd.DataFrame) -> int:
+    """Arms whose selection tried a setting besides the grid's (the settings every arm tried)."""
     if first.empty or "nuisance" not in first:
         return 0
-    settings = first.groupby("arm")["nuisance"].nunique()
-    return int((settings > settings.min()).sum())
+    tried = first.groupby("arm")["nuisance"].agg(set)
+    grid = set.intersection(*tried)
+    return int(sum(bool(t - grid) for t in tried))
 
 
 def _edge_lines(edges: pd.DataFrame, selection: Selection) -> list[str]:
@@ -353,6 +371,7 @@ class Selection:
     family_size: int | None = None  # the design's count of them (None: counted in the trials)
     extend: int = 2  # bracket steps past each edge of a nuisance grid
     chance_margin: float = Thresholds.chance_margin  # accuracy at most this far above chance: did not train
+    finished: bool = True  # the sweep run ended FINISHED (an interrupted sweep's open comparisons are not final)
 
     @classmethod
     def of(cls, run) -> Selection:
@@ -361,10 +380,12 @@ class Selection:
         looks = _looks(params)
         return cls(metric if metric in SELECTION_METRICS else "val_acc", params.get("mode", "max"),
                    tuple(k for k in params.get("nuisance", "").split(",") if k),
-                   params.get("correction", "holm"), looks, float(params.get("margin", vd.DEFAULT_MARGIN)),
+                   params.get("correction", "holm"),  # a run without one is from when holm was the only rule
+                   looks, float(params.get("margin", vd.DEFAULT_MARGIN)),
                    yaml.safe_load(params["family"]) if params.get("family") else effects.FAMILY_DEFAULT,
                    int(params["family_size"]) if params.get("family_size") else None,
-                   int(params.get("extend", 2)), thresholds_of(run).chance_margin)
+                   int(params.get("extend", 2)), thresholds_of(run).chance_margin,
+                   run is None or run.info.status != "KILLED")
 
     def plan(self, evidence: pd.DataFrame) -> vd.Plan:
         """The plan the verdicts are judged by (one look of the most seeds an arm has, for a sweep without looks)."""
@@ -402,8 +423,8 @@ def analyse(df: pd.DataFrame, selection: Selection) -> dict[str, pd.DataFrame]:
            "best_per_depth": effects.best_per_depth(evidence, nuisance),
            "depth_trends": effects.depth_trends(evidence, nuisance),
            "edges": fairness.edges(first, nuisance, selection.metric, selection.mode)}
-    if fairness.tuned(first):  # what one shared setting would have concluded: both sides on the selection seeds
-        shared = fairness.shared_setting(first, selection.metric, selection.mode)
+    shared = fairness.shared_setting(first, selection.metric, selection.mode) if fairness.tuned(first) else None
+    if shared is not None:  # what one shared setting would have concluded: both sides on the selection seeds
         fixed = effects.effects(first[first["nuisance"] == shared], nuisance=nuisance)
         tuned = effects.effects(first[first["selected"]], nuisance=nuisance)
         out["fixed_vs_tuned"] = fairness.compare(fixed, tuned).assign(shared=shared)

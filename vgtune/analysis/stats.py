@@ -36,9 +36,9 @@ import numpy as np
 from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
-ALPHA = 0.05  # family-wise error rate (holm) or false-discovery rate (bh) of a report's verdicts
+ALPHA = 0.05  # the family's error rate: family-wise (bonferroni, holm) or false-discovery (bh)
 POWER = 0.8  # the power at which `mde` is the detectable effect
-CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "none": None}  # spec name -> multipletests method
+ADJUSTMENTS = {"holm": "holm", "bh": "fdr_bh", "none": None}  # `adjust`'s name -> multipletests method
 
 
 @dataclass
@@ -169,15 +169,15 @@ def mde_level(m: int, correction: str, alpha: float = ALPHA) -> float:
 
 def adjust(p: np.ndarray, correction: str = "holm", alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
     """(adjusted p, the level each interval is drawn at) for a family of p-values; NaNs stay out of it."""
-    if correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {correction!r}; valid: {', '.join(CORRECTIONS)}")
+    if correction not in ADJUSTMENTS:
+        raise ValueError(f"unknown correction {correction!r}; valid: {', '.join(ADJUSTMENTS)}")
     p = np.asarray(p, dtype=float)
     adjusted, levels = np.full_like(p, np.nan), np.full_like(p, np.nan)
     ok = ~np.isnan(p)
     m = int(ok.sum())
     if m == 0:
         return adjusted, levels
-    method = CORRECTIONS[correction]
+    method = ADJUSTMENTS[correction]
     if method is None:
         adjusted[ok], levels[ok] = p[ok], alpha
         return adjusted, levels
@@ -201,10 +201,3 @@ def _levels(p: np.ndarray, alpha: float, correction: str) -> np.ndarray:
     k = below[-1] + 1 if len(below) else 0
     out[order] = np.where(np.arange(m) < k, k * alpha / m, min(1.0, (k + 1) * alpha / m))
     return out
-
-
-def verdict(p_adjusted: float, mean: float, alpha: float = ALPHA) -> str:
-    """`helps` / `hurts` when the adjusted p is below alpha (by the sign of the mean), else `inconclusive`."""
-    if math.isnan(p_adjusted) or p_adjusted >= alpha:
-        return "inconclusive"
-    return "helps" if mean > 0 else "hurts"

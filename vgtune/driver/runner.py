@@ -57,19 +57,25 @@ class SweepOutcome:
     wall_seconds: float  # Tuner.fit() wall time
     concurrency: int  # trials the cluster could run at once
     trials: list[dict[str, Any]] = field(default_factory=list)  # config, meta, last epoch row, status, error per trial
-    unfinished: int = 0  # trials left pending or running (an interrupted sweep); `--resume` runs them
+    unfinished: int = 0  # trials handed out but left pending or running (an interrupted sweep); `--resume` runs them
+    complete: bool = True  # the design has nothing more to run (False: interrupted before it decided everything)
     signal: int | None = None  # SIGTERM if that is what stopped the sweep (SIGINT is Tune's own)
     experiment_id: str | None = None  # MLflow experiment id (None if nothing could be recorded)
     tune_trials: int = 0  # Ray Tune trials that ran them (fewer than `trials` when packed)
     parent_run_id: str | None = None  # this invocation's MLflow sweep run
     chosen: dict[str, str] = field(default_factory=dict)  # arm -> the nuisance setting its confirmation ran at
-    planned: int = 0  # trials the design had handed out (the rest of an interrupted sweep's are unfinished)
+    planned: int = 0  # trials Tune ran or was running (the design had handed them out)
     write_failures: int = 0  # MLflow writes given up on
     work_seconds: float = 0.0  # training and evaluation in this invocation (not before an interrupt it resumes)
 
     @property
     def finished(self) -> int:
         return self.planned - self.unfinished
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped before the design was done: `--resume` continues it."""
+        return bool(self.unfinished) or not self.complete
 
     def seconds(self, key: str) -> float:
         """A per-trial time (train_seconds, eval_seconds, setup_seconds) summed over the trials."""
@@ -285,10 +291,32 @@ def _fit(spec: SweepSpec, tuner, uri: str, sweep_id: str, storage: Path) -> Swee
     exp_id = next((t.experiment_id for t in trackers if t.experiment_id), None)
     parent = next((t.parent_run_id for t in trackers if t.parent_run_id), None)
     chosen = {t["meta"]["arm"]: t["meta"]["nuisance"] for t in trials if t["meta"].get("stage") == "confirm"}
-    return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials,
-                        sum(t.unfinished for t in trackers), None, exp_id, len(grid), parent, chosen=chosen,
-                        planned=len(trials), write_failures=sum(len(t.writer.failures) for t in trackers),
+    unfinished, complete = sum(t.unfinished for t in trackers), _design_done(spec, storage / sweep_id)
+    if parent and unfinished == 0 and not complete:  # stopped between trials: the sweep run did not finish either
+        _end_parent(uri, parent, "KILLED")
+    return SweepOutcome(spec.name, sweep_id, str(storage / sweep_id), uri, wall, concurrency, trials, unfinished,
+                        complete, None, exp_id, len(grid), parent, chosen=chosen, planned=len(trials),
+                        write_failures=sum(len(t.writer.failures) for t in trackers),
                         work_seconds=sum(t.work_seconds for t in trackers))
+
+
+def _design_done(spec: SweepSpec, folder: Path) -> bool:
+    """Whether the design, as Tune last saved it with the experiment, has nothing more to run."""
+    from vgtune.driver.searcher import AdaptiveSearch
+
+    search = AdaptiveSearch(spec.design())
+    try:
+        search.restore_from_dir(str(folder))
+    except RuntimeError:  # no saved state: the experiment stopped before Tune saved any
+        return False
+    return search.design.finished
+
+
+def _end_parent(uri: str, run_id: str, status: str) -> None:
+    """End the sweep's MLflow parent run from the driver, after its writer has closed."""
+    from vgtune.tracking.store import client_for
+
+    client_for(uri).set_terminated(run_id, status)
 
 
 def _outcomes(result) -> list[dict[str, Any]]:

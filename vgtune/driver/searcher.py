@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 
 from vgtune.analysis.design import Design
 from vgtune.core import packing
+from vgtune.core.member import SCHEDULER_STOP
 from vgtune.driver.trial_members import members
 
 
@@ -43,7 +44,9 @@ class AdaptiveSearch(Searcher):
         self.design = design
         self.pack = pack  # off | auto | N: trials of one shape packed into one Tune trial (`packing.plan`)
         self.slots = slots  # trials the cluster runs at once (packs are sized for them)
-        self.stop = stop  # the gradient-collapse stopper's options for selection trials (None: never stop)
+        # The gradient-collapse stopper's options (None: never stop), for the trials it may end: selection trials,
+        # never a confirmation trial where a selection chose its setting (its comparison's trials all train as long).
+        self.stop = stop
         self.queue: list[dict[str, Any]] = []  # proposed trials not yet handed to Tune
         self.trials: dict[str, dict[str, Any]] = {}  # Tune trial id -> the planned item it trains
 
@@ -55,21 +58,23 @@ class AdaptiveSearch(Searcher):
         item = self._next()
         self.trials[trial_id] = item
         config: dict[str, Any] = {"trial": item}
-        if self.stop is not None:
-            config["member_stop"] = self.stop
+        stoppable = [k for k, m in enumerate(packing.members(item))
+                     if self.design.confirm_only or m["meta"]["stage"] != "confirm"]
+        if self.stop is not None and stoppable:
+            config["member_stop"] = self.stop | {"members": stoppable}
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        """Record every member that ended. A trial cut short without an error (an interrupt) records nothing:
-        a resumed sweep trains it again."""
+        """Record every member: as it ended; a member its trial's error cut short as `error`; one a scheduler cut
+        short as stopped by it (part of the budget: it enters no comparison). A trial that never reported records
+        nothing. (Tune saves this state before an interrupt stops the running trials, so a resumed sweep trains
+        those again.)"""
         item = self.trials.get(trial_id)
         if item is None or (result is None and not error):
             return
-        ended = members(trial_id, item, result)
-        if not error and not all(m.ended for m in ended):
-            return
-        for m, planned in zip(ended, packing.members(item)):
-            self.design.record(planned, m.row | {"status": m.status("ERROR" if error else "TERMINATED")})
+        for m, planned in zip(members(trial_id, item, result), packing.members(item)):
+            cut = {} if m.ended or error else {"stop_reason": SCHEDULER_STOP}
+            self.design.record(planned, m.row | {"status": m.status("ERROR" if error else "TERMINATED")} | cut)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -89,15 +94,10 @@ class AdaptiveSearch(Searcher):
     # -- packing --------------------------------------------------------------------
     def _next(self) -> dict[str, Any]:
         """The costliest pack (or trial) the queue plans into; its members leave the queue."""
-        pick = longest_first(packing.plan(self.queue, self.pack, self.slots))[0]
+        pick = longest_first(packing.plan(self.queue, self.pack, self.slots))[0]  # a stable sort: spec order ties
         taken = {id(m) for m in packing.members(pick)}
         self.queue = [it for it in self.queue if id(it) not in taken]
         return pick
-
-    # -- for the progress line and the outcome ---------------------------------------
-    def planned(self) -> int:
-        """Trials handed out so far and queued."""
-        return len(self.design.proposed)
 
 
 __all__ = ["AdaptiveSearch", "longest_first"]

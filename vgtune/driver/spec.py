@@ -71,6 +71,7 @@ MODEL_KEYS = ("model", "arch", "probe")  # top-level keys that are TrainConfig f
 ARGS = "model_args"  # keywords for a user factory: a mapping in fixed/variants/configs, of axes in parameters
 STAGES = ("select", "confirm")  # select chooses each arm's nuisance setting; confirm retrains it on fresh seeds
 MODES = ("max", "min")
+BRACKETED = ("lr",)  # nuisance options whose listed grid the design extends past an edge (geometric steps)
 # The direction in which a metric is better, for a spec that gives `metric:` without `mode:` (grad_attenuation
 # has none: healthy is near 0, so a spec that selects on it says which end it wants).
 DIRECTIONS = {"val_acc": "max", "train_acc": "max", "train_loss": "min"}
@@ -139,7 +140,7 @@ class SweepSpec:
     family: Any = effects.FAMILY_DEFAULT  # the comparisons judged together: deepest | all | {cell column: values}
     family_size: int = 0  # comparisons in the family (m; their share of the level is 5%/m)
     correction: str = "bonferroni"  # how the family shares its level: bonferroni | none (holm | bh: one look)
-    grid: dict[str, list] = field(default_factory=dict)  # each nuisance option's listed values (the bracket's)
+    grid: dict[str, list] = field(default_factory=dict)  # the bracketed options' listed values (BRACKETED)
 
     @property
     def stage(self) -> str:
@@ -150,11 +151,6 @@ class SweepSpec:
     def arms(self) -> list[str]:
         """The arm ids, in spec order."""
         return list(dict.fromkeys(m["arm"] for m in self.meta))
-
-    @property
-    def confirm(self) -> int:
-        """The most fresh seeds an arm is confirmed on (the last look's; 0 where `trials` are the whole sweep)."""
-        return self.looks[-1] if self.looks and self.nuisance else 0
 
     @property
     def total_trials(self) -> int:
@@ -547,6 +543,10 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
     if nuisance and scheduler["type"] != "fifo":
         raise SpecError("scheduler.type", f"{scheduler['type']} would let one arm's trials cut another's short, so "
                         "nuisance settings would not be chosen fairly; use fifo with nuisance")
+    if len(looks) > 1 and scheduler["type"] != "fifo":
+        raise SpecError("scheduler.type", f"{scheduler['type']} would cut confirmation trials short, and a "
+                        f"comparison judged over looks needs every trial at the full budget; use fifo with seeds: "
+                        f"{list(looks)}, or one look (seeds: [{looks[-1]}])")
     if correction in ("holm", "bh") and len(looks) > 1:
         raise SpecError("correction", f"{correction} adjusts the family's p-values all at once, which looks do not "
                         f"wait for; with seeds: {list(looks)} use bonferroni or none (or one look: seeds: "
@@ -558,7 +558,7 @@ def parse(raw: dict[str, Any]) -> SweepSpec:
                      first_seed=max(t["seed"] for t in trials) + 1 if nuisance else 0,
                      margin=_margin(raw), extend=_number("extend", raw.get("extend", 2), 0, integer=True),
                      family=_family(raw), correction=correction,
-                     grid={k: list(a) for k, a in nuisance.items() if isinstance(a, list)})
+                     grid={k: list(a) for k, a in nuisance.items() if k in BRACKETED and isinstance(a, list)})
     spec.family_size = _family_size(spec, "family" in raw)
     return spec
 

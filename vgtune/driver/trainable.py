@@ -54,9 +54,8 @@ def run_trial(config: dict[str, Any]) -> None:
     items = packing.members(config["trial"])
     cfgs = [TrainConfig.from_dict(m["train"]) for m in items]
     saved = _load_state(tune.get_checkpoint())
-    stop = config.get("member_stop")
-    # Only selection trials may stop early: a confirmation trial trains its full budget, as its comparison's do.
-    stoppable = {k for k, m in enumerate(items) if m.get("meta", {}).get("stage") != "confirm"}
+    stop = dict(config.get("member_stop") or {})
+    stoppable = set(stop.pop("members", range(len(items))))  # the members the design lets the stopper end
     reporter = _Reporter(len(cfgs), saved, GradientCollapseStopper(**stop) if stop and stoppable else None,
                          int(config.get("checkpoint_every", 1)), config.get("metric", "val_acc"),
                          config.get("mode", "max"), stoppable)
@@ -71,7 +70,7 @@ class _Reporter:
                  every: int, metric: str, mode: str, stoppable: set[int]):
         self.saved = saved  # the checkpoint this run resumed from, if any
         self.stopper = stopper  # per member (keyed by its index); None: no member is stopped early
-        self.stoppable = stoppable  # the members the stopper may end (selection trials)
+        self.stoppable = stoppable  # the members the stopper may end
         self.every = every  # checkpoint every this many epochs (and at the end)
         self.metric, self.mode = metric, mode  # the result's metric for Tune's scheduler: the members' best
         self.node = ray.get_runtime_context().get_node_id()
