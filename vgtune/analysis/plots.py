@@ -61,26 +61,25 @@ def forest(eff, margin: float | None, cells: list[str]) -> Figure:
     labels = [f"d{r['depth']} " + " ".join(str(r[c]) for c in cells if str(r[c]) not in ("", "nan"))
               + f" {r['mitigation']} ({int(r['seeds']) if r['seeds'] == r['seeds'] else 0})"
               for _, r in rows.iterrows()]
-    fig = _figure(7.5, 1.0 + 0.26 * len(rows))
+    fig = _figure(8.5, 1.0 + 0.26 * len(rows))
     ax = fig.subplots()
     if margin:
         ax.axvspan(-100 * margin, 100 * margin, color="#dddddd", zorder=0, label=f"+-{100 * margin:g} points")
     ax.axvline(0, color="#444444", lw=0.8)
-    for i, r in rows.iterrows():
-        colour = VERDICT_COLOURS.get(r["verdict"] if isinstance(r["verdict"], str) else "", "#bbbbbb")
-        low, high = (100 * np.clip([r["ci_low"], r["ci_high"]], -1.0, 1.0) if np.isfinite(r["ci_low"])
-                     else (np.nan, np.nan))
-        if np.isfinite(low):
-            ax.plot([low, high], [i, i], color=colour, lw=2)
-        ax.plot(100 * r["delta_test_acc"], i, "o", color=colour, ms=4)
-    for verdict, colour in VERDICT_COLOURS.items():
-        if verdict and (rows["verdict"] == verdict).any():
-            ax.plot([], [], "o-", color=colour, label=verdict)
+    verdicts = rows["verdict"].where(rows["verdict"].map(lambda v: isinstance(v, str)), "")
+    y = np.arange(len(rows))
+    for verdict, colour in VERDICT_COLOURS.items():  # one call per verdict: a line per interval, a dot per effect
+        sel = (verdicts == verdict).to_numpy()
+        if sel.any():
+            low, high = (100 * np.clip(rows.loc[sel, c].to_numpy(float), -1.0, 1.0) for c in ("ci_low", "ci_high"))
+            ax.hlines(y[sel], low, high, colors=colour, lw=2)
+            ax.plot(100 * rows.loc[sel, "delta_test_acc"].to_numpy(float), y[sel], "o", color=colour, ms=4,
+                    label=verdict or "not judged")
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("effect on test accuracy (points; seeds in brackets)")
     ax.set_title("effects and the intervals their verdicts rest on", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
