@@ -169,3 +169,19 @@ def test_a_diverged_pack_member_scores_chance_while_the_others_train_on():
     chance = majority_share(data_mod.load(data_config(TrainConfig())).y_test)
     assert ran_away.status == "diverged" and ran_away.summary["test_acc"] == pytest.approx(chance)
     assert ok.status == "completed" and ok.summary["test_acc"] > chance
+
+
+def test_a_look_still_short_of_its_seeds_is_not_judged_and_every_column_rests_on_the_judged_seeds():
+    from vgtune.analysis import verdicts as vd
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(1, 8):  # look 1: seeds 1-5; look 2 planned 5 more, only 2 ran so far
+        look = "1" if seed <= 5 else "2"
+        noise = rng.normal(0, 0.1, 2)
+        rows += [_row("p", 24, "none", 0.1, seed, 0.5, 0.5 + noise[0]) | {"look": look},
+                 _row("b", 24, "batch", 0.1, seed, 0.5, 0.52 + noise[1]) | {"look": look}]
+    (row,) = effects.effects(pd.DataFrame(rows), nuisance=["lr"], plan=vd.Plan(looks=(5, 10)),
+                             family="all").to_dict("records")
+    assert row["look"] == 1 and row["seeds"] == row["n"] == 5 and row["verdict"] == "inconclusive"
+    assert row["stopped"] == "open after look 1 (5 seeds)"

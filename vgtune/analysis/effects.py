@@ -230,8 +230,10 @@ def effects(df: pd.DataFrame, nuisance: tuple[str, ...] | list[str] = (), plan: 
 
 
 def _complete_looks(df: pd.DataFrame, plan: vd.Plan) -> dict[str, int]:
-    """arm -> how many of its leading looks have every planned seed (errored trials count: they ran)."""
-    if "arm" not in df.columns or "look" not in df.columns:
+    """arm -> how many of its leading looks have every planned seed (errored trials count: they ran); {} for a
+    sweep whose trials carry no look (its trials are the grid's)."""
+    looked = "look" in df.columns and pd.to_numeric(df["look"], errors="coerce").notna().any()
+    if "arm" not in df.columns or not looked:
         return {}
     planned = np.diff(np.r_[0, plan.looks])
     look = _look_of(df)
