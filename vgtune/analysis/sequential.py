@@ -85,9 +85,4 @@ def _continue(grid: np.ndarray | None, density: np.ndarray | None, info: float, 
     return new, np.trapezoid(kernel * density[None, :], grid, axis=1)
 
 
-def critical(level: float, df: float) -> float:
-    """The two-sided t quantile of a look's nominal `level` with `df` degrees of freedom."""
-    return float(stats.t.isf(level / 2, df))
-
-
-__all__ = ["spent", "levels", "critical"]
+__all__ = ["spent", "levels"]

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -152,7 +153,7 @@ class SweepSpec:
         """The arm ids, in spec order."""
         return list(dict.fromkeys(m["arm"] for m in self.meta))
 
-    @property
+    @functools.cached_property
     def total_trials(self) -> int:
         """The most trials the sweep can run: every bracket step and every look for every arm."""
         return self.design().most()
